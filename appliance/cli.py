@@ -1,0 +1,173 @@
+"""Command line: `python pipeline.py <verb>`; user mistakes end in a message, not a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import traceback
+from pathlib import Path
+
+from appliance import config, doctor, log
+from appliance import lock as lockfile
+from appliance.build import STAGES, Context, select_lock, stage_runner
+from appliance.errors import PipelineError, StageError
+from appliance.fetch import Fetcher
+from appliance.paths import REPO, build_root, out_root
+from appliance.run import Runner
+
+STAGE_NAMES = [s.name for s in STAGES]
+
+
+def add_recipe_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", action="append", type=Path, metavar="TOML",
+                   help="recipe file; repeat to overlay (later files win); "
+                        "default: appliance.toml")
+    p.add_argument("--lock", type=Path, metavar="PATH",
+                   help="lock file (default: appliance.lock beside the first recipe)")
+
+
+def add_build_args(p: argparse.ArgumentParser, *, until: bool = True) -> None:
+    add_recipe_args(p)
+    p.add_argument("--locked", action="store_true",
+                   help="refuse any input that is not pinned in the lock or does not match it")
+    p.add_argument("--offline", action="store_true",
+                   help="use the download cache only; name any input that is missing")
+    p.add_argument("--force", action="append", default=[], choices=STAGE_NAMES,
+                   metavar="STAGE", help="rebuild STAGE even if it is up to date (repeatable)")
+    p.add_argument("-j", "--jobs", type=int, default=4, help="parallel downloads (default 4)")
+    if until:
+        p.add_argument("--until", choices=STAGE_NAMES, metavar="STAGE",
+                       help=f"stop after STAGE ({', '.join(STAGE_NAMES)})")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="pipeline.py",
+                                 description="Tiny Core Linux 11 -> container appliance")
+    ap.add_argument("--debug", action="store_true", help="show tracebacks")
+    ap.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = ap.add_subparsers(dest="verb", required=True, metavar="VERB")
+    add_build_args(sub.add_parser("build", help="run the stages (skipping what is up to date)"))
+    add_build_args(sub.add_parser("fetch", help="download and verify every input"), until=False)
+    add_recipe_args(sub.add_parser(
+        "lock", help="pin every remote input (sha256) from upstream checksum files",
+        description="Resolve every remote input of the recipe to a sha256, trusting only "
+                    "upstream checksum files, and write the lock file."))
+    add_build_args(sub.add_parser("plan", help="show which stages would run and why"))
+    sub.add_parser("doctor", help="check this host: tools, versions, accelerator, disk")
+    add_recipe_args(sub.add_parser("show-config", help="print the resolved recipe as JSON"))
+    kc = sub.add_parser("kernel-check", help="judge a kernel config for containers")
+    kc.add_argument("kconfig", nargs="?")
+    add_recipe_args(kc)
+    ti = sub.add_parser("test-image", help="boot an exported image and wait for READY")
+    ti.add_argument("image", nargs="?")
+    cl = sub.add_parser("clean", help="remove build/ and out/ (the cache is kept)")
+    cl.add_argument("--cache", action="store_true", help="also remove the download cache")
+    return ap
+
+
+def load_recipe(args) -> config.LoadedRecipe:
+    files = args.config or [REPO / "appliance.toml"]
+    return config.load(files)
+
+
+def lock_path(args, loaded: config.LoadedRecipe) -> Path:
+    return args.lock or loaded.default_lock_path
+
+
+def make_context(args) -> Context:
+    loaded = load_recipe(args)
+    fetcher = Fetcher(offline=getattr(args, "offline", False), jobs=getattr(args, "jobs", 4))
+    path = lock_path(args, loaded)
+    pins = select_lock(loaded, path, locked=args.locked, offline=args.offline, fetcher=fetcher)
+    runner = Runner(log_dir=build_root() / "logs")
+    return Context(loaded, pins, fetcher, runner, build_root())
+
+
+def cmd_build(args) -> int:
+    ctx = make_context(args)
+    until = "fetch" if args.verb == "fetch" else args.until
+    stage_runner(ctx.build_root).execute(ctx, until=until, force=set(args.force))
+    log.say(f"finished{' (until ' + until + ')' if until else ''}")
+    return 0
+
+
+def cmd_plan(args) -> int:
+    loaded = load_recipe(args)
+    path = lock_path(args, loaded)
+    current = lockfile.read(path)
+    if current is None or lockfile.staleness(current, loaded.recipe):
+        print(f"lock: {path} {'is out of date' if current else 'does not exist'}; "
+              "`build` would resolve pins first (`--locked` would refuse)")
+        current = current or lockfile.Lock(lockfile.identity(loaded.recipe), {})
+    ctx = Context(loaded, current, Fetcher(offline=True), Runner(), build_root())
+    decisions = stage_runner(build_root()).execute(ctx, until=args.until, force=set(args.force),
+                                                   dry_run=True)
+    for d in decisions:
+        print(d.describe())
+    return 0
+
+
+def cmd_lock(args) -> int:
+    loaded = load_recipe(args)
+    path = lock_path(args, loaded)
+    log.say(f"locking {', '.join(map(str, loaded.files))} -> {path}")
+    resolved = lockfile.resolve(loaded.recipe, Fetcher())
+    lockfile.write(path, resolved)
+    log.say(f"wrote {path}: {len(resolved.pins)} pinned inputs")
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    checks = doctor.run_checks(build_root())
+    print(doctor.render(checks))
+    return 0 if doctor.healthy(checks) else 1
+
+
+def cmd_show_config(args) -> int:
+    print(config.to_json(load_recipe(args).recipe))
+    return 0
+
+
+def cmd_not_built(args) -> int:
+    what = {"kernel-check": "the kernel stage (kernel/)", "test-image": "the export stage"}
+    raise StageError(f"{args.verb}: not implemented in this build",
+                     f"it arrives with {what[args.verb]}")
+
+
+def cmd_clean(args) -> int:
+    targets = [build_root(), out_root()]
+    if args.cache:
+        from appliance.paths import cache_root
+        targets.append(cache_root())
+    for target in targets:
+        if target.exists():
+            shutil.rmtree(target)
+            log.say(f"removed {target}")
+    return 0
+
+
+VERBS = {
+    "build": cmd_build, "fetch": cmd_build, "plan": cmd_plan, "lock": cmd_lock,
+    "doctor": cmd_doctor, "show-config": cmd_show_config, "kernel-check": cmd_not_built,
+    "test-image": cmd_not_built, "clean": cmd_clean,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    log.set_quiet(args.quiet)
+    try:
+        return VERBS[args.verb](args)
+    except PipelineError as exc:
+        if args.debug:
+            traceback.print_exc()
+        log.error(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        log.error("interrupted; finished stages and cached downloads are kept")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

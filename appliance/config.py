@@ -1,0 +1,312 @@
+"""The recipe model: strict (unknown keys are errors), loaded from one or more TOML files.
+
+Every problem in every file is collected and reported at once as
+`appliance.toml: tinycore.extensions[3]: ...`; a recipe is input, not code, so every value
+that later lands in a boot line, a shell script, HCL or XML is checked here first.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from appliance.errors import ConfigError
+
+BOOT_TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/=,@+-]*$")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+URL = re.compile(r"^(https?|file)://[^\s\"'`<>\\{}|^]+$")
+URL_TEMPLATE_FIELDS = {"version", "url"}
+DEFAULT_SOURCE_DATE_EPOCH = 1704067200  # 2024-01-01T00:00:00Z
+
+
+def check_url(value: str) -> str:
+    if not URL.match(value):
+        raise ValueError(
+            f"'{value}' is not a valid URL (expected http://, https:// or file://, "
+            "no spaces or quotes)"
+        )
+    return value
+
+
+def check_name(value: str) -> str:
+    if not NAME.match(value):
+        raise ValueError(
+            f"'{value}' is not a valid name (letters, digits and . _ + -, "
+            "starting with a letter or digit)"
+        )
+    return value
+
+
+def check_boot_token(value: str) -> str:
+    if not BOOT_TOKEN.match(value):
+        shown = json.dumps(value)
+        raise ValueError(
+            f"boot code {shown} is not a safe token: it must match "
+            "^[A-Za-z0-9][A-Za-z0-9._:/=,@+-]*$ (no spaces, quotes or newlines; "
+            "list each code as its own string)"
+        )
+    return value
+
+
+Url = Annotated[str, AfterValidator(check_url)]
+Name = Annotated[str, AfterValidator(check_name)]
+BootToken = Annotated[str, AfterValidator(check_boot_token)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class TinyCore(Strict):
+    """Which Tiny Core, from where, and which of its extensions."""
+
+    version: Annotated[str, Field(pattern=r"^[0-9]+\.[0-9]+$")] = "11.1"
+    flavour: Literal["CorePure64"] = "CorePure64"
+    arch: Literal["x86_64"] = "x86_64"
+    kernel: Annotated[str, Field(pattern=r"^[0-9]+\.[0-9]+\.[0-9]+-[a-z0-9]+$")] = (
+        "5.4.3-tinycore64"
+    )
+    mirrors: Annotated[list[Url], Field(min_length=1)]
+    guest_mirror: Url
+    extensions: list[Name] = []
+
+    @property
+    def release_dir(self) -> str:
+        """Mirror folder of the major release: 11.1 -> 11.x."""
+        return f"{self.version.split('.')[0]}.x"
+
+    @property
+    def iso_name(self) -> str:
+        return f"{self.flavour}-{self.version}.iso"
+
+    @field_validator("extensions")
+    @classmethod
+    def unique_extensions(cls, value: list[str]) -> list[str]:
+        seen = {v for v in value if value.count(v) > 1}
+        if seen:
+            raise ValueError(f"listed more than once: {', '.join(sorted(seen))}")
+        return value
+
+
+class Release(Strict):
+    """A release binary or tarball (containerd, runc, CNI plugins, faasd, faas-cli)."""
+
+    version: Annotated[str, Field(pattern=r"^v?[0-9][A-Za-z0-9._+-]*$")]
+    url: str
+    checksum_url: str | None = None
+
+    @field_validator("url", "checksum_url")
+    @classmethod
+    def valid_template(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        fields = set(re.findall(r"\{([^{}]*)\}", value))
+        unknown = fields - URL_TEMPLATE_FIELDS
+        if unknown:
+            raise ValueError(
+                f"unknown placeholder {{{sorted(unknown)[0]}}} in '{value}' "
+                "(allowed: {version}, and {url} in checksum_url)"
+            )
+        check_url(value.replace("{version}", "0").replace("{url}", "http://x/"))
+        return value
+
+    def resolved_url(self) -> str:
+        return self.url.replace("{version}", self.version)
+
+    def resolved_checksum_url(self) -> str | None:
+        if self.checksum_url is None:
+            return None
+        return self.checksum_url.replace("{version}", self.version).replace(
+            "{url}", self.resolved_url()
+        )
+
+    @property
+    def filename(self) -> str:
+        return self.resolved_url().rstrip("/").rsplit("/", 1)[-1]
+
+
+class Boot(Strict):
+    """Boot codes: `live` for the install ISO, `disk` for the installed system."""
+
+    live: list[BootToken] = ["cde", "waitusb=5"]
+    disk: list[BootToken] = []
+
+    @field_validator("live")
+    @classmethod
+    def live_without_noembed(cls, value: list[str]) -> list[str]:
+        if "noembed" in value:
+            raise ValueError(
+                "noembed does not belong on the live ISO: it only installs, and containers "
+                "never run from it (DESIGN.md section 5); put it in boot.disk for frugal mode"
+            )
+        return value
+
+    @field_validator("disk")
+    @classmethod
+    def disk_without_cde(cls, value: list[str]) -> list[str]:
+        if "cde" in value:
+            raise ValueError("cde loads extensions from the CD; the installed system has none")
+        return value
+
+
+class VM(Strict):
+    cpus: Annotated[int, Field(ge=1, le=64)] = 1
+    memory_mb: Annotated[int, Field(ge=256, le=65536)] = 2048
+    disk_size_mb: Annotated[int, Field(ge=1024, le=2_097_152)] = 8192
+
+
+class Install(Strict):
+    mode: Literal["traditional", "frugal"] = "traditional"
+
+
+class Export(Strict):
+    formats: Annotated[list[Literal["qcow2", "ova"]], Field(min_length=1)] = ["qcow2", "ova"]
+
+
+class Recipe(Strict):
+    """The whole recipe: what goes into the appliance."""
+
+    name: Name = "tc-appliance"
+    version: Annotated[str, Field(pattern=r"^[0-9A-Za-z][0-9A-Za-z._+-]*$")] = "0.1.0"
+    source_date_epoch: Annotated[int, Field(ge=315532800)] = DEFAULT_SOURCE_DATE_EPOCH
+    tinycore: TinyCore
+    releases: dict[Name, Release] = {}
+    services: list[Name] = []
+    boot: Boot = Boot()
+    vm: VM = VM()
+    install: Install = Install()
+    export: Export = Export()
+
+    @model_validator(mode="after")
+    def services_unique(self) -> Recipe:
+        dupes = sorted({s for s in self.services if self.services.count(s) > 1})
+        if dupes:
+            raise ValueError(f"services: listed more than once: {', '.join(dupes)}")
+        return self
+
+    def effective_source_date_epoch(self) -> int:
+        """SOURCE_DATE_EPOCH from the environment wins over the recipe (reproducible-builds.org)."""
+        env = os.environ.get("SOURCE_DATE_EPOCH")
+        return int(env) if env and env.isdigit() else self.source_date_epoch
+
+
+class LoadedRecipe:
+    """A validated recipe plus where it came from (for error messages and the lock path)."""
+
+    def __init__(self, recipe: Recipe, files: list[Path]):
+        self.recipe = recipe
+        self.files = files
+
+    @property
+    def default_lock_path(self) -> Path:
+        # DESIGN.md section 9: `appliance.lock` beside the first recipe file.
+        return self.files[0].parent / "appliance.lock"
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Deep-merge `override` onto `base`: tables merge, everything else (lists too) replaces."""
+    result = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merge(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def provenance(data: dict, origin: str, into: dict[tuple, str], prefix: tuple = ()) -> None:
+    """Record, for every key path in `data`, the file that set it last."""
+    for key, value in data.items():
+        path = prefix + (key,)
+        into[path] = origin
+        if isinstance(value, dict):
+            provenance(value, origin, into, path)
+
+
+def read_toml(path: Path) -> dict:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(
+            [f"{path}: recipe file not found"], "pass an existing file with -c PATH"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+
+
+def format_loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def origin_of(loc: tuple, origins: dict[tuple, str], default: str) -> str:
+    keys = tuple(p for p in loc if not isinstance(p, int))
+    while keys:
+        if keys in origins:
+            return origins[keys]
+        keys = keys[:-1]
+    return default
+
+
+def describe_error(err: dict) -> str:
+    """One pydantic error as a short sentence, without pydantic's URLs and type jargon."""
+    kind, msg = err["type"], err["msg"]
+    if kind == "extra_forbidden":
+        return "unknown key (check the spelling; see the recipe reference in README.md)"
+    if kind == "missing":
+        return "required but missing"
+    if kind == "value_error":
+        return msg.removeprefix("Value error, ")
+    if kind.endswith("_type") or kind in {"int_from_float", "string_too_short"}:
+        return f"{msg} (got {type(err.get('input')).__name__} {json.dumps(err.get('input'))})"
+    return msg
+
+
+def validate(data: dict, origins: dict[tuple, str], default: str) -> Recipe:
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False):
+            loc = tuple(p for p in err["loc"] if not str(p).startswith("function-"))
+            where = origin_of(loc, origins, default)
+            problems.append(f"{where}: {format_loc(loc) or '(top level)'}: {describe_error(err)}")
+        raise ConfigError(problems, "fix the fields above; nothing was built") from None
+
+
+def load(paths: list[Path]) -> LoadedRecipe:
+    """Load and validate `-c A -c B ...`: B overlays A; all problems reported at once."""
+    merged: dict[str, Any] = {}
+    origins: dict[tuple, str] = {}
+    for path in paths:
+        data = read_toml(path)
+        provenance(data, str(path), origins)
+        merged = merge(merged, data)
+    return LoadedRecipe(validate(merged, origins, str(paths[0])), list(paths))
+
+
+def to_json(recipe: Recipe) -> str:
+    return json.dumps(recipe.model_dump(mode="json"), indent=2, sort_keys=False)

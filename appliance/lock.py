@@ -1,0 +1,217 @@
+"""appliance.lock: the exact bytes of every remote input (sha256, plus upstream md5).
+
+`pipeline.py lock` resolves the recipe against the mirrors, trusting only upstream checksum
+files (`<file>.md5.txt` on Tiny Core mirrors, `.sha256`/`.sha256sum` beside release assets),
+and records which file each pin came from. `build --locked` refuses anything not pinned here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from appliance import log
+from appliance.config import Recipe
+from appliance.errors import ChecksumError, LockError
+from appliance.fetch import Download, Fetcher, md5_file, parse_checksum_file, sha256_file
+from appliance.tinycore import TinyCoreRepo
+
+LOCK_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Pin:
+    key: str  # "iso", "tcz/openssh.tcz", "release/containerd"
+    name: str  # file name
+    version: str
+    url: str  # where it was fetched from at lock time (informative)
+    sha256: str
+    md5: str | None = None
+    trusted: str = ""  # which upstream checksum file vouched for it
+
+
+@dataclass
+class Lock:
+    identity: dict
+    pins: dict[str, Pin]
+    extension_order: list[str] = field(default_factory=list)
+    extension_deps: dict[str, list[str]] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        data = {
+            "format": LOCK_FORMAT,
+            "identity": self.identity,
+            "extensions": {"order": self.extension_order, "deps": self.extension_deps},
+            "pins": [asdict(p) for p in sorted(self.pins.values(), key=lambda p: p.key)],
+        }
+        return json.dumps(data, indent=2) + "\n"
+
+
+def identity(recipe: Recipe) -> dict:
+    """What the lock must agree with; mirrors are left out (the same bytes from anywhere)."""
+    tc = recipe.tinycore
+    return {
+        "tinycore": {"iso": tc.iso_name, "release": tc.release_dir, "arch": tc.arch,
+                     "kernel": tc.kernel, "extensions": list(tc.extensions)},
+        "releases": {n: r.resolved_url() for n, r in sorted(recipe.releases.items())},
+    }
+
+
+def iso_urls(recipe: Recipe) -> tuple[str, ...]:
+    tc = recipe.tinycore
+    return tuple(
+        f"{m.rstrip('/')}/{tc.release_dir}/{tc.arch}/release/{tc.iso_name}" for m in tc.mirrors
+    )
+
+
+def repo_for(recipe: Recipe, fetcher: Fetcher) -> TinyCoreRepo:
+    tc = recipe.tinycore
+    return TinyCoreRepo(tc.mirrors, fetcher, release=tc.release_dir, arch=tc.arch,
+                        kernel=tc.kernel)
+
+
+def read(path: Path) -> Lock | None:
+    """The lock at `path`, or None when there is none; a damaged file is an error."""
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        if data.get("format") != LOCK_FORMAT:
+            raise ValueError(f"unsupported lock format {data.get('format')!r}")
+        pins = {p["key"]: Pin(**p) for p in data["pins"]}
+        ext = data.get("extensions", {})
+        return Lock(data["identity"], pins, ext.get("order", []), ext.get("deps", {}))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LockError(
+            f"{path}: not a valid lock file ({exc})",
+            "delete it and run `python pipeline.py lock` to write a new one",
+        ) from None
+
+
+def write(path: Path, lock: Lock) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(lock.to_json())
+    tmp.replace(path)
+
+
+def staleness(lock: Lock, recipe: Recipe) -> list[str]:
+    """Differences between the lock and the recipe; empty when the lock is up to date."""
+    want, have = identity(recipe), lock.identity
+    diffs = []
+    for section in ("tinycore", "releases"):
+        w, h = want.get(section, {}), have.get(section, {})
+        for key in sorted(set(w) | set(h)):
+            if w.get(key) != h.get(key):
+                diffs.append(f"{section}.{key}: lock has {h.get(key)!r}, recipe has {w.get(key)!r}")
+    return diffs
+
+
+def expected_keys(lock: Lock, recipe: Recipe) -> list[str]:
+    """Every input the build will fetch: the ISO, each resolved extension, each release."""
+    return (["iso"] + [f"tcz/{name}" for name in lock.extension_order]
+            + [f"release/{name}" for name in sorted(recipe.releases)])
+
+
+def unpinned(lock: Lock, recipe: Recipe) -> list[str]:
+    missing = []
+    for key in expected_keys(lock, recipe):
+        pin = lock.pins.get(key)
+        if pin is None or not re.fullmatch(r"[0-9a-f]{64}", pin.sha256 or ""):
+            missing.append(f"{key}: no sha256 pinned")
+    if recipe.tinycore.extensions and not lock.extension_order:
+        missing.append("extensions: no resolved load order")
+    return missing
+
+
+def ensure_current(lock: Lock | None, recipe: Recipe, path: Path) -> Lock:
+    """For --locked: the lock must exist and match the recipe exactly."""
+    if lock is None:
+        raise LockError(
+            f"{path}: no lock file, and --locked refuses unpinned inputs",
+            "run `python pipeline.py lock` (or `make image`, which locks first)",
+        )
+    diffs = staleness(lock, recipe) + unpinned(lock, recipe)
+    if diffs:
+        shown = "\n".join(f"  {d}" for d in diffs)
+        raise LockError(
+            f"{path} is out of date with the recipe:\n{shown}",
+            "run `python pipeline.py lock` to update it, then review the diff",
+        )
+    return lock
+
+
+def resolve(recipe: Recipe, fetcher: Fetcher) -> Lock:
+    """Pin every remote input, trusting only upstream checksum files; prints each pin."""
+    pins: dict[str, Pin] = {}
+    pin = pin_iso(recipe, fetcher)
+    pins[pin.key] = pin
+    repo = repo_for(recipe, fetcher)
+    exts = repo.resolve(recipe.tinycore.extensions)
+    for ext in exts:
+        pin = pin_tcz(repo, ext.name, recipe.tinycore.version, fetcher)
+        pins[pin.key] = pin
+    for name, rel in sorted(recipe.releases.items()):
+        pin = pin_release(name, rel, fetcher)
+        pins[pin.key] = pin
+    order = [e.name for e in exts]
+    deps = {e.name: list(e.deps) for e in exts}
+    return Lock(identity(recipe), pins, order, deps)
+
+
+def announce(pin: Pin) -> Pin:
+    log.detail(f"pinned {pin.key}: sha256 {pin.sha256} ({pin.trusted})")
+    return pin
+
+
+def pin_by_md5(key: str, name: str, version: str, urls: tuple[str, ...], fetcher: Fetcher) -> Pin:
+    found = fetcher.get_text([u + ".md5.txt" for u in urls])
+    assert found is not None
+    md5_url, text = found
+    md5 = parse_checksum_file(text, name)
+    path = fetcher.fetch(Download(name=name, urls=urls, md5=md5))
+    return announce(Pin(key, name, version, urls[0], sha256_file(path), md5_file(path),
+                        f"md5 from {md5_url}"))
+
+
+def pin_iso(recipe: Recipe, fetcher: Fetcher) -> Pin:
+    tc = recipe.tinycore
+    return pin_by_md5("iso", tc.iso_name, tc.version, iso_urls(recipe), fetcher)
+
+
+def pin_tcz(repo: TinyCoreRepo, name: str, version: str, fetcher: Fetcher) -> Pin:
+    return pin_by_md5(f"tcz/{name}", name, version, repo.urls(name), fetcher)
+
+
+def pin_release(name: str, rel, fetcher: Fetcher) -> Pin:
+    url, key = rel.resolved_url(), f"release/{name}"
+    checksum_url = rel.resolved_checksum_url()
+    if checksum_url is None:
+        path = fetcher.fetch(Download(name=rel.filename, urls=(url,)))
+        log.warn(f"{key}: no checksum_url in the recipe; trusting the bytes first downloaded")
+        return announce(Pin(key, rel.filename, rel.version, url, sha256_file(path), None,
+                            "trusted on first download (no upstream checksum file)"))
+    found = fetcher.get_text([checksum_url])
+    assert found is not None
+    expected = parse_checksum_file(found[1], rel.filename)
+    path = fetcher.fetch(Download(name=rel.filename, urls=(url,), sha256=expected))
+    if sha256_file(path) != expected:  # the fetcher verified it; this guards a changed contract
+        raise ChecksumError(f"{key}: sha256 does not match {checksum_url}")
+    return announce(Pin(key, rel.filename, rel.version, url, expected, None,
+                        f"sha256 from {checksum_url}"))
+
+
+def downloads(recipe: Recipe, lock: Lock, fetcher: Fetcher) -> dict[str, Download]:
+    """Every input of the recipe as a pinned Download, URLs from the recipe's current mirrors."""
+    repo = repo_for(recipe, fetcher)
+    result: dict[str, Download] = {}
+    for key, pin in lock.pins.items():
+        if key == "iso":
+            urls = iso_urls(recipe)
+        elif key.startswith("tcz/"):
+            urls = repo.urls(pin.name)
+        else:
+            urls = (recipe.releases[key.removeprefix("release/")].resolved_url(),)
+        result[key] = Download(name=pin.name, urls=urls, sha256=pin.sha256, md5=pin.md5)
+    return result

@@ -1,0 +1,104 @@
+"""The runner: logging, failures with tail and log path, process-group kills."""
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from appliance.errors import ToolError
+from appliance.run import Runner, format_argv, install_hint
+
+
+def quiet_runner(tmp_path) -> Runner:
+    return Runner(log_dir=tmp_path / "logs", echo=lambda line: None)
+
+
+def running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in state
+
+
+def alive(pid: int) -> bool:
+    """Signals are delivered asynchronously: give the kernel a moment to finish the kill."""
+    deadline = time.monotonic() + 5
+    while running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return running(pid)
+
+
+def test_success_is_logged_with_the_command(tmp_path):
+    result = quiet_runner(tmp_path).run(["sh", "-c", "echo hello; echo err >&2"], log="stage")
+    assert result.returncode == 0
+    assert result.output.splitlines() == ["hello", "err"]
+    log = (tmp_path / "logs" / "stage.log").read_text()
+    assert log.splitlines() == ["+ sh -c 'echo hello; echo err >&2'", "hello", "err"]
+
+
+def test_streaming_echoes_command_and_lines(tmp_path):
+    seen = []
+    Runner(echo=seen.append).run(["sh", "-c", "echo a; echo b"], stream=True)
+    assert seen == ["+ sh -c 'echo a; echo b'", "a", "b"]
+
+
+def test_failure_names_tool_exit_code_tail_and_log(tmp_path):
+    script = "for i in $(seq 1 50); do echo line$i; done; exit 3"
+    with pytest.raises(ToolError) as info:
+        quiet_runner(tmp_path).run(["sh", "-c", script], log="build")
+    msg = info.value.message
+    assert msg.startswith("sh failed with exit code 3: sh -c ")
+    assert "line50" in msg and "line21" in msg and "line20\n" not in msg  # last 30 lines only
+    assert f"full log: {tmp_path / 'logs' / 'build.log'}" in msg
+
+
+def test_check_false_returns_the_code(tmp_path):
+    assert quiet_runner(tmp_path).run(["false"], check=False).returncode == 1
+
+
+def test_missing_tool_names_the_debian_package():
+    with pytest.raises(ToolError) as info:
+        Runner().run(["mksquashfs-does-not-exist"])
+    assert "required tool 'mksquashfs-does-not-exist' not found" in str(info.value)
+    assert install_hint("/usr/bin/mksquashfs") == (
+        "install it with `apt-get install squashfs-tools` (or run `make deps`)")
+    assert "qemu-system-x86" in install_hint("qemu-system-x86_64")
+
+
+def test_timeout_kills_the_whole_process_group(tmp_path):
+    pids = []
+    start = time.monotonic()
+    with pytest.raises(ToolError) as info:
+        quiet_runner(tmp_path).run(["sh", "-c", "sleep 300 & echo $!; wait"], timeout=1,
+                                   on_line=lambda line: pids.append(int(line)))
+    assert time.monotonic() - start < 20
+    assert "sh timed out after 1 s and was stopped" in info.value.message
+    assert pids and not alive(pids[0])
+
+
+def test_interrupt_kills_the_children(tmp_path):
+    pids = []
+
+    def on_line(line):
+        pids.append(int(line))
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        quiet_runner(tmp_path).run(["sh", "-c", "sleep 300 & echo $!; wait"], on_line=on_line)
+    assert pids and not alive(pids[0])
+
+
+def test_stdin_is_fed(tmp_path):
+    assert quiet_runner(tmp_path).run(["cat"], stdin="abc\n").output == "abc"
+
+
+def test_env_and_cwd(tmp_path):
+    result = quiet_runner(tmp_path).run(["sh", "-c", 'echo "$X $(pwd)"'], env={"X": "1"},
+                                        cwd=tmp_path)
+    assert result.output == f"1 {tmp_path}"
+
+
+def test_format_argv_quotes():
+    assert format_argv(["a b", "c", os.fspath(Path("/x y"))]) == "'a b' c '/x y'"
