@@ -150,7 +150,7 @@ def resolve(recipe: Recipe, fetcher: Fetcher) -> Lock:
     repo = repo_for(recipe, fetcher)
     exts = repo.resolve(recipe.tinycore.extensions)
     for ext in exts:
-        pin = pin_tcz(repo, ext.name, recipe.tinycore.version, fetcher)
+        pin = pin_tcz(repo, ext, recipe.tinycore.version, fetcher)
         pins[pin.key] = pin
     for name, rel in sorted(recipe.releases.items()):
         pin = pin_release(name, rel, fetcher)
@@ -165,14 +165,19 @@ def announce(pin: Pin) -> Pin:
     return pin
 
 
-def pin_by_md5(key: str, name: str, version: str, urls: tuple[str, ...], fetcher: Fetcher) -> Pin:
-    found = fetcher.get_text([u + ".md5.txt" for u in urls])
-    assert found is not None
-    md5_url, text = found
-    md5 = parse_checksum_file(text, name)
+def pin_by_md5(key: str, name: str, version: str, urls: tuple[str, ...], fetcher: Fetcher,
+               md5: str | None = None, md5_url: str = "") -> Pin:
+    """Download and pin a file that Tiny Core vouches for with `<file>.md5.txt`."""
+    md5_urls = [u + ".md5.txt" for u in urls]
+    source = f"md5 from {md5_url}"
+    if md5 is None:
+        found = fetcher.get_text(md5_urls)
+        if found is None:
+            raise LockError(f"{key}: no {name}.md5.txt on any mirror")
+        source = f"md5 from {found[0]}"
+        md5 = parse_checksum_file(found[1], name)
     path = fetcher.fetch(Download(name=name, urls=urls, md5=md5))
-    return announce(Pin(key, name, version, urls[0], sha256_file(path), md5_file(path),
-                        f"md5 from {md5_url}"))
+    return announce(Pin(key, name, version, urls[0], sha256_file(path), md5_file(path), source))
 
 
 def pin_iso(recipe: Recipe, fetcher: Fetcher) -> Pin:
@@ -180,8 +185,10 @@ def pin_iso(recipe: Recipe, fetcher: Fetcher) -> Pin:
     return pin_by_md5("iso", tc.iso_name, tc.version, iso_urls(recipe), fetcher)
 
 
-def pin_tcz(repo: TinyCoreRepo, name: str, version: str, fetcher: Fetcher) -> Pin:
-    return pin_by_md5(f"tcz/{name}", name, version, repo.urls(name), fetcher)
+def pin_tcz(repo: TinyCoreRepo, ext, version: str, fetcher: Fetcher) -> Pin:
+    # resolve() already read NAME.tcz.md5.txt (that is how it knows the extension exists)
+    return pin_by_md5(f"tcz/{ext.name}", ext.name, version, repo.urls(ext.name), fetcher,
+                      ext.md5, repo.md5_sources.get(ext.name, f"{ext.name}.md5.txt"))
 
 
 def pin_release(name: str, rel, fetcher: Fetcher) -> Pin:
@@ -193,7 +200,8 @@ def pin_release(name: str, rel, fetcher: Fetcher) -> Pin:
         return announce(Pin(key, rel.filename, rel.version, url, sha256_file(path), None,
                             "trusted on first download (no upstream checksum file)"))
     found = fetcher.get_text([checksum_url])
-    assert found is not None
+    if found is None:
+        raise LockError(f"{key}: checksum file {checksum_url} not found")
     expected = parse_checksum_file(found[1], rel.filename)
     path = fetcher.fetch(Download(name=rel.filename, urls=(url,), sha256=expected))
     if sha256_file(path) != expected:  # the fetcher verified it; this guards a changed contract

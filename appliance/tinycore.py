@@ -111,6 +111,7 @@ class TinyCoreRepo:
         self.kernel = kernel
         self._deps: dict[str, tuple[str, ...]] = {}
         self._md5: dict[str, str | None] = {}  # None: no .md5.txt on any mirror
+        self.md5_sources: dict[str, str] = {}  # name -> the .md5.txt URL that answered
 
     def tcz_base_urls(self) -> list[str]:
         # tce-load: MIRROR="${MIRROR%/}/$(getMajorVer).x/$BUILD/tcz"
@@ -199,6 +200,8 @@ class TinyCoreRepo:
             filename = f"{name}.md5.txt"
             got = self.fetcher.get_text(self.urls(filename), missing_ok=True)
             self._md5[name] = None if got is None else parse_checksum_file(got[1], name)
+            if got is not None:
+                self.md5_sources[name] = got[0]
         return self._md5[name]
 
     def _not_found(self, missing: list[tuple[str, list[str]]]) -> DependencyError:

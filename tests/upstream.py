@@ -8,6 +8,7 @@ import functools
 import hashlib
 import http.server
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -66,8 +67,25 @@ checksum_url = "{base_url}/releases/runc.sha256sum"
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves the tree; `/slow/NAME` trickles bytes (1 KiB per 0.1 s, at most 60 s)."""
+
     def log_message(self, *args) -> None:
         pass
+
+    def do_GET(self) -> None:
+        if not self.path.startswith("/slow/"):
+            return super().do_GET()
+        self.send_response(200)
+        self.send_header("Content-Length", str(10 * 2**20))
+        self.end_headers()
+        deadline = time.monotonic() + 60
+        try:
+            while time.monotonic() < deadline:
+                self.wfile.write(b"x" * 1024)
+                self.wfile.flush()
+                time.sleep(0.1)
+        except OSError:
+            pass
 
 
 @contextmanager

@@ -46,6 +46,8 @@ def test_lock_pins_every_input_from_upstream_checksums(env, capsys):
     assert pins["iso"]["trusted"].startswith("md5 from file://")
     assert pins["iso"]["trusted"].endswith("/11.x/x86_64/release/CorePure64-11.1.iso.md5.txt")
     assert pins["release/runc"]["trusted"].endswith("releases/runc.sha256sum")
+    assert pins["tcz/openssh.tcz"]["trusted"] == (
+        f"md5 from {env['root'].as_uri()}/11.x/x86_64/tcz/openssh.tcz.md5.txt")
     for pin in pins.values():
         assert pin["sha256"] == upstream.hashlib.sha256(env["files"][pin["name"]]).hexdigest()
     err = capsys.readouterr().err

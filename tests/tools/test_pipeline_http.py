@@ -1,0 +1,73 @@
+"""`pipeline.py lock` and `fetch` as a user runs them, against a loopback HTTP mirror."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from appliance.paths import REPO
+from tests import upstream
+
+pytestmark = pytest.mark.tools
+
+
+@pytest.fixture
+def site(tmp_path):
+    root = tmp_path / "upstream"
+    upstream.make_tree(root)
+    with upstream.serve(root) as base_url:
+        recipe = tmp_path / "recipe.toml"
+        recipe.write_text(upstream.recipe_text(base_url))
+        env = {**os.environ, "APPLIANCE_CACHE": str(tmp_path / "cache"),
+               "APPLIANCE_BUILD": str(tmp_path / "build")}
+        yield {"recipe": recipe, "env": env, "tmp": tmp_path, "url": base_url}
+
+
+def pipeline(site, *args, **kw):
+    return subprocess.run([sys.executable, str(REPO / "pipeline.py"), *args], env=site["env"],
+                          capture_output=True, text=True, timeout=120, **kw)
+
+
+def test_lock_then_locked_fetch_over_http(site):
+    locked = pipeline(site, "lock", "-c", str(site["recipe"]))
+    assert locked.returncode == 0, locked.stderr
+    assert f"md5 from {site['url']}/11.x/x86_64/tcz/openssh.tcz.md5.txt" in locked.stderr
+    fetched = pipeline(site, "fetch", "-c", str(site["recipe"]), "--locked")
+    assert fetched.returncode == 0, fetched.stderr
+    listing = json.loads((site["tmp"] / "build" / "fetch" / "inputs.json").read_text())
+    assert listing["extension_order"][-1] == "iptables.tcz"
+    assert len(listing["inputs"]) == 6
+    again = pipeline(site, "fetch", "-c", str(site["recipe"]), "--locked")
+    assert "fetch: up to date, skipped" in again.stderr
+
+
+def test_plan_and_doctor_run(site):
+    plan = pipeline(site, "plan", "-c", str(site["recipe"]))
+    assert plan.returncode == 0 and "fetch: would run" in plan.stdout
+    doctor = pipeline(site, "doctor")
+    assert "accelerator" in doctor.stdout and "packer" in doctor.stdout
+
+
+def test_ctrl_c_during_a_build_leaves_no_finished_looking_stage(site):
+    """SIGINT while downloading: exit 130, no build/fetch/ stamp, only a resumable .part."""
+    slow = site["tmp"] / "slow.toml"
+    slow.write_text(
+        f'[releases.slow]\nversion = "1"\nurl = "{site["url"]}/slow/big.bin"\n')
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "pipeline.py"), "fetch", "-c", str(site["recipe"]),
+         "-c", str(slow)], env=site["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted; finished stages and cached downloads are kept" in err
+    assert "Traceback" not in err
+    assert not (site["tmp"] / "build" / "fetch").exists()
+    cache = site["tmp"] / "cache" / "downloads"
+    assert not list(cache.glob("*/big.bin"))  # never a half file in the cache
+    assert list((cache / ".partial").glob("*.part"))
