@@ -17,7 +17,7 @@ APT_PACKAGES := packer qemu-system-x86 qemu-utils squashfs-tools xorriso isolinu
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: help deps apt venv image lock test test-fast test-tools test-vm lint demo bench clean distclean
+.PHONY: help deps apt venv image lock test test-fast test-tools test-vm lint clean distclean
 
 help:
 	@echo "make image      build the appliance (installs deps, locks if no appliance.lock, builds)"
