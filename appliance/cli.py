@@ -8,7 +8,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from appliance import config, doctor, log
+from appliance import config, doctor, kernel, log
 from appliance import lock as lockfile
 from appliance.build import STAGES, Context, select_lock, stage_runner
 from appliance.errors import PipelineError, StageError
@@ -56,8 +56,14 @@ def parser() -> argparse.ArgumentParser:
     add_build_args(sub.add_parser("plan", help="show which stages would run and why"))
     sub.add_parser("doctor", help="check this host: tools, versions, accelerator, disk")
     add_recipe_args(sub.add_parser("show-config", help="print the resolved recipe as JSON"))
-    kc = sub.add_parser("kernel-check", help="judge a kernel config for containers")
-    kc.add_argument("kconfig", nargs="?")
+    kc = sub.add_parser(
+        "kernel-check", help="judge a kernel config for containers (exit 0: ready)",
+        description="Report, for every kernel option containerd, runc, CNI and faasd need, "
+                    "whether it is built in, a module (and where it comes from) or missing. "
+                    "CONFIG is a path or URL; without it, the recipe's kernel.config is read "
+                    "from the mirror and the modules the kernel stage builds are counted.")
+    kc.add_argument("kconfig", nargs="?", metavar="CONFIG")
+    kc.add_argument("--json", action="store_true", help="machine-readable output")
     add_recipe_args(kc)
     ti = sub.add_parser("test-image", help="boot an exported image and wait for READY")
     ti.add_argument("image", nargs="?")
@@ -129,8 +135,39 @@ def cmd_show_config(args) -> int:
     return 0
 
 
+def kernel_config_text(args) -> tuple[str, str, dict[str, str]]:
+    """(text, where it came from, modules our kernel stage adds) for kernel-check."""
+    if args.kconfig and "://" not in args.kconfig:
+        path = Path(args.kconfig)
+        try:
+            return path.read_text(encoding="utf-8", errors="replace"), str(path), {}
+        except OSError as exc:
+            raise PipelineError(f"{path}: cannot read: {exc.strerror}") from None
+    built: dict[str, str] = {}
+    if args.kconfig:
+        urls = (args.kconfig,)
+    else:
+        recipe = load_recipe(args).recipe
+        if recipe.kernel.config is None:
+            raise PipelineError("the recipe has no kernel.config",
+                                "pass a config: `pipeline.py kernel-check PATH`")
+        urls = recipe.mirror_urls(recipe.kernel.config)
+        kver = recipe.tinycore.kernel
+        built = {m: f"{m}-{kver}.tcz, built by the kernel stage" for m in recipe.kernel.modules}
+    found = Fetcher().get_text(urls)
+    assert found is not None  # get_text raises when no URL answers
+    return found[1], found[0], built
+
+
+def cmd_kernel_check(args) -> int:
+    text, source, built = kernel_config_text(args)
+    verdicts = kernel.judge(kernel.read_config(text, source), kernel.load_options(), built)
+    print(kernel.to_json(verdicts, source) if args.json else kernel.render(verdicts, source))
+    return 1 if kernel.missing_required(verdicts) else 0
+
+
 def cmd_not_built(args) -> int:
-    what = {"kernel-check": "the kernel stage (kernel/)", "test-image": "the export stage"}
+    what = {"test-image": "the export stage"}
     raise StageError(f"{args.verb}: not implemented in this build",
                      f"it arrives with {what[args.verb]}")
 
@@ -149,7 +186,7 @@ def cmd_clean(args) -> int:
 
 VERBS = {
     "build": cmd_build, "fetch": cmd_build, "plan": cmd_plan, "lock": cmd_lock,
-    "doctor": cmd_doctor, "show-config": cmd_show_config, "kernel-check": cmd_not_built,
+    "doctor": cmd_doctor, "show-config": cmd_show_config, "kernel-check": cmd_kernel_check,
     "test-image": cmd_not_built, "clean": cmd_clean,
 }
 

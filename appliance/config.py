@@ -170,6 +170,38 @@ class VM(Strict):
     disk_size_mb: Annotated[int, Field(ge=1024, le=2_097_152)] = 8192
 
 
+MIRROR_PATH = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._+-]+)*$")
+
+
+def check_mirror_path(value: str) -> str:
+    """A file on the Tiny Core mirror, relative to <mirror>/<N>.x/<arch>/ (or a full URL)."""
+    if "://" in value:
+        return check_url(value)
+    if not MIRROR_PATH.match(value) or ".." in value.split("/"):
+        raise ValueError(f"'{value}' is neither a URL nor a plain path below the mirror's "
+                         "<N>.x/<arch>/ folder (e.g. release/src/kernel/config-5.4.3-tinycore64)")
+    return value
+
+
+MirrorPath = Annotated[str, AfterValidator(check_mirror_path)]
+
+
+class Kernel(Strict):
+    """The kernel's config and source on the mirror, and the modules to build against it."""
+
+    config: MirrorPath | None = None
+    source: MirrorPath | None = None
+    modules: list[Name] = []
+    rebuild: Literal["none", "full"] = "none"
+
+    @model_validator(mode="after")
+    def source_for_builds(self) -> Kernel:
+        if (self.modules or self.rebuild == "full") and not (self.source and self.config):
+            raise ValueError("building modules (or a full rebuild) needs kernel.source and "
+                             "kernel.config")
+        return self
+
+
 class Install(Strict):
     mode: Literal["traditional", "frugal"] = "traditional"
 
@@ -188,6 +220,7 @@ class Recipe(Strict):
     releases: dict[Name, Release] = {}
     services: list[Name] = []
     boot: Boot = Boot()
+    kernel: Kernel = Kernel()
     vm: VM = VM()
     install: Install = Install()
     export: Export = Export()
@@ -198,6 +231,13 @@ class Recipe(Strict):
         if dupes:
             raise ValueError(f"services: listed more than once: {', '.join(dupes)}")
         return self
+
+    def mirror_urls(self, path: str) -> tuple[str, ...]:
+        """A mirror file (relative to <mirror>/<N>.x/<arch>/, or a URL) on every mirror."""
+        if "://" in path:
+            return (path,)
+        tc = self.tinycore
+        return tuple(f"{m.rstrip('/')}/{tc.release_dir}/{tc.arch}/{path}" for m in tc.mirrors)
 
     def effective_source_date_epoch(self) -> int:
         """SOURCE_DATE_EPOCH from the environment wins over the recipe (reproducible-builds.org)."""
