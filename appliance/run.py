@@ -140,6 +140,27 @@ class Runner:
             raise self._failure(result, timeout, log_path)
         return result
 
+    def start(self, argv: Sequence[str | os.PathLike], *, cwd: Path | None = None,
+              env: dict[str, str] | None = None, log: str | None = None) -> Background:
+        """Start a long-running program in its own process group; output goes to its log."""
+        argv = [os.fspath(a) for a in argv]
+        require_tool(argv[0])
+        log_path = self.log_path(log)
+        self.echo(f"+ {format_argv(argv)} &")
+        out = open(log_path, "a", encoding="utf-8") if log_path else subprocess.DEVNULL
+        try:
+            if log_path:
+                out.write(f"+ {format_argv(argv)} &\n")
+                out.flush()
+            proc = subprocess.Popen(
+                argv, cwd=cwd, env=None if env is None else {**os.environ, **env},
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        finally:
+            if log_path:
+                out.close()
+        return Background(proc, argv, log_path)
+
     def _spawn(self, argv, cwd, env, timeout, stdin, logf, stream, on_line) -> Result:
         start = time.monotonic()
         full_env = None if env is None else {**os.environ, **env}
@@ -198,6 +219,34 @@ class Runner:
         where = f"\n  full log: {log_path}" if log_path else ""
         msg = f"{what}: {format_argv(result.argv)}\n  last lines:\n{body}{where}"
         return ToolError(msg)
+
+
+class Background:
+    """A long-running child (a server, a VM) started by Runner.start; stop() kills its group."""
+
+    def __init__(self, proc: subprocess.Popen, argv: list[str], log_path: Path | None):
+        self.proc = proc
+        self.argv = argv
+        self.log_path = log_path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> int:
+        """Stop the whole process group (SIGTERM, then SIGKILL); returns the exit code."""
+        if self.running():
+            kill_group(self.proc)
+        return self.proc.wait()
+
+    def __enter__(self) -> Background:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
 def _feed(proc: subprocess.Popen, data: str) -> None:

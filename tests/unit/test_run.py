@@ -102,3 +102,17 @@ def test_env_and_cwd(tmp_path):
 
 def test_format_argv_quotes():
     assert format_argv(["a b", "c", os.fspath(Path("/x y"))]) == "'a b' c '/x y'"
+
+
+def test_background_start_logs_and_stop_kills_the_group(tmp_path):
+    runner = quiet_runner(tmp_path)
+    with runner.start(["sh", "-c", "echo up; sleep 300 & echo $! > child; wait"], cwd=tmp_path,
+                      log="server") as proc:
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "child").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        child = int((tmp_path / "child").read_text())
+        assert proc.running() and running(child)
+    assert not proc.running() and not alive(child)
+    log = (tmp_path / "logs" / "server.log").read_text()
+    assert log.startswith("+ sh -c ") and "up\n" in log
