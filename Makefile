@@ -13,7 +13,8 @@ APT_PACKAGES := packer qemu-system-x86 qemu-utils squashfs-tools xorriso isolinu
 	syslinux-utils extlinux busybox-static dropbear-bin e2fsprogs containerd runc \
 	containernetworking-plugins iptables linux-source-6.1 skopeo docker-registry \
 	libxml2-utils shellcheck build-essential bc bison flex libelf-dev kmod fdisk \
-	patchelf openssh-client python3-venv cpio curl ca-certificates
+	patchelf openssh-client openssh-sftp-server syslinux-common python3-venv cpio curl \
+	ca-certificates
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
