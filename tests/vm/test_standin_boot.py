@@ -10,11 +10,8 @@ and, where the test disk's backup is restored, the line its /opt/bootlocal.sh pr
 from __future__ import annotations
 
 import gzip
-import io
 import os
 import shutil
-import struct
-import tarfile
 import time
 from pathlib import Path
 
@@ -25,6 +22,7 @@ from appliance.tcz import build_tcz
 from tests.standin.iso import build_iso
 from tests.standin.kernel import build_kernel
 from tests.standin.rootfs import build_rootfs, source_date_epoch
+from tests.vm.disks import fields, make_disk, mydata
 from tests.vm.qemu_harness import VM
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(3600)]
@@ -33,8 +31,6 @@ PROMPT_TIMEOUT_S = 120  # BIOS + isolinux under TCG
 BOOT_TIMEOUT_S = 240  # Enter -> STANDIN-BOOT under TCG
 MARKER = r"^STANDIN-BOOT: (.*)$"
 TEST_LINE = r"^STANDIN-TEST: (.*)$"
-DISK_MB = 48
-PART_START = 2048  # sectors: the partition starts at 1 MiB, as fdisk would put it
 
 # /opt/bootlocal.sh inside the test's mydata.tgz: restore runs before bootsync.sh, so this
 # is the bootlocal.sh that runs, and it reports what the boot codes did.
@@ -61,10 +57,6 @@ def iso(kernel):
     return path
 
 
-def fields(line: str) -> dict[str, str]:
-    return dict(item.split("=", 1) for item in line.split() if "=" in item)
-
-
 def make_extension(out_dir: Path, work: Path) -> None:
     tree = work / "standin-test"
     (tree / "usr/local/bin").mkdir(parents=True)
@@ -81,36 +73,8 @@ def make_extension(out_dir: Path, work: Path) -> None:
 
 def mydata_tgz() -> bytes:
     """opt/restored-marker and opt/bootlocal.sh, as filetool.sh -b would have saved them."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, text, mode in (("opt/restored-marker", "yes\n", 0o664),
-                                 ("opt/bootlocal.sh", BOOTLOCAL, 0o775)):  # fmt: skip
-            data = text.encode()
-            member = tarfile.TarInfo(name)
-            member.size, member.mode, member.gid = len(data), mode, 50
-            tar.addfile(member, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def mbr(start: int, sectors: int) -> bytes:
-    """A DOS partition table with one Linux partition (the disk shows up as sda1)."""
-    entry = struct.pack("<B3sB3sII", 0, b"\xfe\xff\xff", 0x83, b"\xfe\xff\xff", start, sectors)
-    return bytes(446) + entry + bytes(48) + b"\x55\xaa"
-
-
-def make_disk(tree: Path, image: Path, work: Path) -> Path:
-    """A raw disk whose sda1 is ext4 made from `tree` (mkfs.ext4 -d)."""
-    size = DISK_MB * 1024 * 1024
-    with open(image, "wb") as f:
-        f.truncate(size)
-    runner = Runner(work, echo=lambda line: None)
-    sectors = size // 512 - PART_START
-    runner.run(["mkfs.ext4", "-q", "-F", "-L", "standin-test", "-d", tree,
-                "-E", f"offset={PART_START * 512},root_owner=0:0", image, f"{sectors // 2}k"],
-               log="disk")  # fmt: skip
-    with open(image, "r+b") as f:
-        f.write(mbr(PART_START, sectors))
-    return image
+    return mydata({"opt/restored-marker": ("yes\n", 0o664, 0, 50),
+                   "opt/bootlocal.sh": (BOOTLOCAL, 0o775, 0, 50)})
 
 
 @pytest.fixture(scope="module")
