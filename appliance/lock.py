@@ -56,7 +56,16 @@ def identity(recipe: Recipe) -> dict:
         "tinycore": {"iso": tc.iso_name, "release": tc.release_dir, "arch": tc.arch,
                      "kernel": tc.kernel, "extensions": list(tc.extensions)},
         "releases": {n: r.resolved_url() for n, r in sorted(recipe.releases.items())},
+        "kernel": kernel_inputs(recipe),
     }
+
+
+def kernel_inputs(recipe: Recipe) -> dict[str, str]:
+    """The kernel's config and source, fetched only when the kernel stage builds something."""
+    k = recipe.kernel
+    if not (k.modules or k.rebuild == "full"):
+        return {}
+    return {"kernel/config": k.config or "", "kernel/source": k.source or ""}
 
 
 def iso_urls(recipe: Recipe) -> tuple[str, ...]:
@@ -100,7 +109,7 @@ def staleness(lock: Lock, recipe: Recipe) -> list[str]:
     """Differences between the lock and the recipe; empty when the lock is up to date."""
     want, have = identity(recipe), lock.identity
     diffs = []
-    for section in ("tinycore", "releases"):
+    for section in ("tinycore", "releases", "kernel"):
         w, h = want.get(section, {}), have.get(section, {})
         for key in sorted(set(w) | set(h)):
             if w.get(key) != h.get(key):
@@ -111,7 +120,8 @@ def staleness(lock: Lock, recipe: Recipe) -> list[str]:
 def expected_keys(lock: Lock, recipe: Recipe) -> list[str]:
     """Every input the build will fetch: the ISO, each resolved extension, each release."""
     return (["iso"] + [f"tcz/{name}" for name in lock.extension_order]
-            + [f"release/{name}" for name in sorted(recipe.releases)])
+            + [f"release/{name}" for name in sorted(recipe.releases)]
+            + sorted(kernel_inputs(recipe)))
 
 
 def unpinned(lock: Lock, recipe: Recipe) -> list[str]:
@@ -155,9 +165,26 @@ def resolve(recipe: Recipe, fetcher: Fetcher) -> Lock:
     for name, rel in sorted(recipe.releases.items()):
         pin = pin_release(name, rel, fetcher)
         pins[pin.key] = pin
+    for key, path in sorted(kernel_inputs(recipe).items()):
+        pin = pin_mirror_file(key, recipe.mirror_urls(path), recipe.tinycore.kernel, fetcher)
+        pins[pin.key] = pin
     order = [e.name for e in exts]
     deps = {e.name: list(e.deps) for e in exts}
     return Lock(identity(recipe), pins, order, deps)
+
+
+def pin_mirror_file(key: str, urls: tuple[str, ...], version: str, fetcher: Fetcher) -> Pin:
+    """A file on the mirror that may or may not have a `.md5.txt` beside it (kernel sources:
+    not confirmed for tc11); without one the first download is trusted, and that is said."""
+    name = urls[0].rstrip("/").rsplit("/", 1)[-1]
+    found = fetcher.get_text([u + ".md5.txt" for u in urls], missing_ok=True)
+    if found is not None:
+        return pin_by_md5(key, name, version, urls, fetcher,
+                          parse_checksum_file(found[1], name), found[0])
+    path = fetcher.fetch(Download(name=name, urls=urls))
+    log.warn(f"{key}: no {name}.md5.txt on the mirror; trusting the bytes first downloaded")
+    return announce(Pin(key, name, version, urls[0], sha256_file(path), md5_file(path),
+                        "trusted on first download (no upstream checksum file)"))
 
 
 def announce(pin: Pin) -> Pin:
@@ -219,6 +246,8 @@ def downloads(recipe: Recipe, lock: Lock, fetcher: Fetcher) -> dict[str, Downloa
             urls = iso_urls(recipe)
         elif key.startswith("tcz/"):
             urls = repo.urls(pin.name)
+        elif key.startswith("kernel/"):
+            urls = recipe.mirror_urls(kernel_inputs(recipe)[key])
         else:
             urls = (recipe.releases[key.removeprefix("release/")].resolved_url(),)
         result[key] = Download(name=pin.name, urls=urls, sha256=pin.sha256, md5=pin.md5)

@@ -41,6 +41,11 @@ def make_tree(root: Path) -> dict[str, bytes]:
         write_with_md5(arch / "tcz" / name, files[name])
         if deps:
             (arch / "tcz" / f"{name}.dep").write_text("\n".join(deps) + "\n\n")
+    src = arch / "release" / "src" / "kernel"
+    files["config-5.4.3-tinycore64"] = b"CONFIG_MODULES=y\n# CONFIG_OVERLAY_FS is not set\n"
+    write_with_md5(src / "config-5.4.3-tinycore64", files["config-5.4.3-tinycore64"])
+    files["linux-5.4.3-patched.txz"] = b"kernel source tarball" * 100
+    (src / "linux-5.4.3-patched.txz").write_bytes(files["linux-5.4.3-patched.txz"])  # no md5
     rel = root / "releases"
     rel.mkdir(parents=True)
     files["runc.amd64"] = b"\x7fELF runc" * 300

@@ -145,3 +145,22 @@ def test_build_of_the_whole_pipeline_stops_at_the_first_missing_stage(env, capsy
     err = capsys.readouterr().err
     assert "kernel: nothing to do" in err
     assert "error: extensions: not implemented in this build, and this recipe needs it" in err
+
+
+def test_kernel_inputs_are_pinned_only_when_the_kernel_stage_builds(env, capsys):
+    run("lock", "-c", env["recipe"])
+    assert not any(p["key"].startswith("kernel/")
+                   for p in json.loads(env["lock"].read_text())["pins"])
+    site = env["tmp"] / "kernel.toml"
+    site.write_text('[kernel]\nconfig = "release/src/kernel/config-5.4.3-tinycore64"\n'
+                    'source = "release/src/kernel/linux-5.4.3-patched.txz"\nmodules = ["overlay"]\n')
+    capsys.readouterr()
+    assert run("build", "-c", env["recipe"], "-c", site, "--locked", "--until", "fetch") == 2
+    assert "kernel.kernel/source: lock has None" in capsys.readouterr().err  # stale, not used
+    assert run("lock", "-c", env["recipe"], "-c", site) == 0
+    err = capsys.readouterr().err
+    pins = {p["key"]: p for p in json.loads(env["lock"].read_text())["pins"]}
+    assert pins["kernel/config"]["trusted"].endswith("config-5.4.3-tinycore64.md5.txt")
+    assert pins["kernel/source"]["trusted"] == "trusted on first download (no upstream checksum file)"
+    assert "kernel/source: no linux-5.4.3-patched.txz.md5.txt on the mirror" in err
+    assert run("fetch", "-c", env["recipe"], "-c", site, "--locked") == 0
