@@ -4,13 +4,12 @@ recipe that points at it. Test data only; the stand-in for real builds is tests/
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+from tests.standin import server
 
 KERNEL = "5.4.3-tinycore64"
 # name -> direct deps, as the .dep files say them
@@ -71,11 +70,8 @@ checksum_url = "{base_url}/releases/runc.sha256sum"
 """
 
 
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves the tree; `/slow/NAME` trickles bytes (1 KiB per 0.1 s, at most 60 s)."""
-
-    def log_message(self, *args) -> None:
-        pass
+class SlowHandler(server.MirrorHandler):
+    """The stand-in's handler, plus `/slow/NAME`: 1 KiB per 0.1 s, at most 60 s."""
 
     def do_GET(self) -> None:
         if not self.path.startswith("/slow/"):
@@ -95,13 +91,6 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 @contextmanager
 def serve(root: Path):
-    """Serve `root` on 127.0.0.1 (a free port) for the duration of the block."""
-    handler = functools.partial(QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    """Serve `root` on 127.0.0.1 (a free port) for the block; yields the base URL."""
+    with server.running(root, 0, SlowHandler) as url:
+        yield url.rstrip("/")

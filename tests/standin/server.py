@@ -117,15 +117,14 @@ class MirrorServer(http.server.ThreadingHTTPServer):
     allow_reuse_address = True
 
 
-def make_server(root: Path, port: int) -> MirrorServer:
-    handler = functools.partial(MirrorHandler, directory=str(root))
-    return MirrorServer((mirror.HOST, port), handler)
+def make_server(root: Path, port: int, handler: type = MirrorHandler) -> MirrorServer:
+    return MirrorServer((mirror.HOST, port), functools.partial(handler, directory=str(root)))
 
 
 @contextlib.contextmanager
-def running(root: Path, port: int = 0) -> Iterator[str]:
+def running(root: Path, port: int = 0, handler: type = MirrorHandler) -> Iterator[str]:
     """Serve root in a background thread for the block; yields the base URL (with /)."""
-    server = make_server(root, port)
+    server = make_server(root, port, handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
