@@ -18,6 +18,7 @@ from typing import Any
 
 from appliance import log
 from appliance.errors import StageError
+from appliance.fetch import sha256_file
 from appliance.paths import REPO
 
 STAMP = "stamp.json"
@@ -54,14 +55,6 @@ def digest_json(value: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def sha256_path(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def tree_digests(root: Path) -> dict[str, str]:
     """Digest per top-level entry of a data folder: paths, modes and contents."""
     if not root.exists():
@@ -77,7 +70,7 @@ def tree_digests(root: Path) -> dict[str, str]:
             if path.is_symlink():
                 h.update(str(path.readlink()).encode())
             elif path.is_file():
-                h.update(sha256_path(path).encode())
+                h.update(sha256_file(path).encode())
         result[f"{root.name}/{top.name}"] = h.hexdigest()
     return result
 
@@ -203,7 +196,7 @@ def describe_outputs(outputs: dict[str, Path], work: Path) -> dict[str, dict]:
             shown = path.relative_to(work).as_posix()
         except ValueError:
             shown = str(path)
-        result[name] = {"path": shown, "sha256": sha256_path(path), "size": path.stat().st_size}
+        result[name] = {"path": shown, "sha256": sha256_file(path), "size": path.stat().st_size}
     return result
 
 

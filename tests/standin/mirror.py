@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from appliance import tcz
+from appliance.fetch import sha256_file
 from appliance.paths import build_root
 from appliance.run import Runner
 from tests.standin import cache, debfiles, extensions, registry, releases
@@ -68,7 +69,7 @@ def build_mirror(kernel, iso: Path, ext_dir: Path, rel_dir: Path) -> Path:
     material = {
         "builder": BUILDER_VERSION,
         "extensions": ext_dir.name, "releases": rel_dir.name, "kernel": kernel.path.name,
-        "iso": releases.sha256_of(iso),
+        "iso": sha256_file(iso),
         "code": cache.digest_files([Path(__file__)]),
     }
 

@@ -20,6 +20,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.fetch import sha256_file
 from appliance.run import Runner
 from tests.standin import cache, debfiles
 
@@ -78,17 +79,9 @@ def kernel_source_name(kernel_release: str) -> str:
     return f"linux-{kernel_release.split('-', 1)[0]}-patched.txz"
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_checksum(path: Path, *assets: Path) -> None:
     """sha256sum's format: `<hex>  <name>` per asset."""
-    path.write_text("".join(f"{sha256_of(a)}  {a.name}\n" for a in assets))
+    path.write_text("".join(f"{sha256_file(a)}  {a.name}\n" for a in assets))
 
 
 def deterministic_tgz(out: Path, members: list[tuple[str, Path | None]], epoch: int) -> None:
