@@ -6,8 +6,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance import extensions, iso_remaster, kernel_build, log
 from appliance import lock as lockfile
-from appliance import log
 from appliance.config import LoadedRecipe, Recipe
 from appliance.errors import LockError
 from appliance.fetch import Fetcher
@@ -32,6 +32,10 @@ class Context:
         """Stage-specific key material: the fetch stage is keyed by the exact pins."""
         if stage == "fetch":
             return {k: p.sha256 for k, p in sorted(self.lock.pins.items())}
+        if stage == "remaster":
+            return iso_remaster.extra_key(self)
+        if stage == "extensions":
+            return extensions.extra_key(self.lock)
         return None
 
 
@@ -74,16 +78,18 @@ def fetch_slice(recipe: Recipe) -> dict:
 
 
 def no_kernel_build(recipe: Recipe) -> str | None:
-    return "no kernel module build requested"
+    return kernel_build.idle_reason(recipe)
 
 
 STAGES = [
     Stage("fetch", 1, fetch_slice, run_fetch),
-    Stage("kernel", 1, lambda r: None, None, data="kernel", idle=no_kernel_build),
-    Stage("extensions", 1, lambda r: None, None, data="overlays",
-          issue="custom extensions: containerd.tcz, faasd.tcz (overlays/)"),
-    Stage("remaster", 1, lambda r: None, None, data="iso-remaster",
-          issue="ISO remaster with pycdlib (iso-remaster/)"),
+    Stage("kernel", kernel_build.VERSION, kernel_build.key_slice, kernel_build.run,
+          data="kernel", tools=kernel_build.TOOLS, idle=no_kernel_build,
+          uses=("fetch/kernel/", "fetch/tcz/")),  # tcz: a full rebuild remakes module ones
+    Stage("extensions", extensions.VERSION, extensions.key_slice, extensions.run,
+          data="overlays", tools=extensions.TOOLS),
+    Stage("remaster", iso_remaster.VERSION, iso_remaster.key_slice, iso_remaster.run,
+          data="iso-remaster"),
     Stage("packer", 1, lambda r: None, None, data="packer",
           issue="Packer build: install to disk, verify (packer/)"),
     Stage("export", 1, lambda r: None, None, issue="export: qcow2, OVA, checksums, manifest"),

@@ -35,7 +35,7 @@ DEFAULT_SOURCE_DATE_EPOCH = 1704067200  # 2024-01-01T00:00:00Z
 
 
 def check_url(value: str) -> str:
-    if not URL.match(value):
+    if not URL.fullmatch(value):
         raise ValueError(
             f"'{value}' is not a valid URL (expected http://, https:// or file://, "
             "no spaces or quotes)"
@@ -44,7 +44,7 @@ def check_url(value: str) -> str:
 
 
 def check_name(value: str) -> str:
-    if not NAME.match(value):
+    if not NAME.fullmatch(value):
         raise ValueError(
             f"'{value}' is not a valid name (letters, digits and . _ + -, "
             "starting with a letter or digit)"
@@ -53,7 +53,7 @@ def check_name(value: str) -> str:
 
 
 def check_boot_token(value: str) -> str:
-    if not BOOT_TOKEN.match(value):
+    if not BOOT_TOKEN.fullmatch(value):
         shown = json.dumps(value)
         raise ValueError(
             f"boot code {shown} is not a safe token: it must match "
@@ -177,7 +177,7 @@ def check_mirror_path(value: str) -> str:
     """A file on the Tiny Core mirror, relative to <mirror>/<N>.x/<arch>/ (or a full URL)."""
     if "://" in value:
         return check_url(value)
-    if not MIRROR_PATH.match(value) or ".." in value.split("/"):
+    if not MIRROR_PATH.fullmatch(value) or ".." in value.split("/"):
         raise ValueError(f"'{value}' is neither a URL nor a plain path below the mirror's "
                          "<N>.x/<arch>/ folder (e.g. release/src/kernel/config-5.4.3-tinycore64)")
     return value
@@ -202,12 +202,138 @@ class Kernel(Strict):
         return self
 
 
+# A container image reference as docker-compose.yaml and containerd write it: registry host
+# (with a dot, a port or `localhost`), repository path, and a tag. Digests belong in the lock.
+IMAGE_REF = re.compile(
+    r"^(?P<host>localhost|[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z0-9-]+|[A-Za-z0-9.-]+:[0-9]+)"
+    r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+"
+    r":(?P<tag>[A-Za-z0-9_][A-Za-z0-9._-]{0,127})$"
+)
+
+
+def check_image_ref(value: str) -> str:
+    if "@" in value:
+        raise ValueError(f"'{value}': give a tag, not a digest (the lock pins the digest: "
+                         "`python pipeline.py lock`)")
+    if not IMAGE_REF.match(value):
+        raise ValueError(f"'{value}' is not a fully qualified image reference with a tag "
+                         "(e.g. ghcr.io/openfaas/gateway:0.27.12, docker.io/library/nats:2)")
+    return value
+
+
+ImageRef = Annotated[str, AfterValidator(check_image_ref)]
+
+
+class Image(Strict):
+    """A container image shipped for offline start, pulled with skopeo for linux/amd64."""
+
+    name: ImageRef  # what containerd calls it: exactly as docker-compose.yaml names it
+    source: ImageRef | None = None  # where skopeo pulls it from (default: name)
+    tls_verify: bool = True  # false only for a plain-HTTP registry such as the stand-in's
+
+    @property
+    def source_ref(self) -> str:
+        return self.source or self.name
+
+    @property
+    def tag(self) -> str:
+        return self.source_ref.rsplit(":", 1)[1]
+
+    @property
+    def repository(self) -> str:
+        """The source without its tag (`host/path`), for by-digest references."""
+        return self.source_ref.rsplit(":", 1)[0]
+
+
 class Install(Strict):
     mode: Literal["traditional", "frugal"] = "traditional"
 
 
 class Export(Strict):
     formats: Annotated[list[Literal["qcow2", "ova"]], Field(min_length=1)] = ["qcow2", "ova"]
+
+
+# --- the live ISO and the appliance's own settings (remaster stage) -----------------------
+
+HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                      r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+# crypt(3) SHA-512: $6$[rounds=N$]salt$86 characters (what `mkpasswd -m sha-512` and
+# `openssl passwd -6` print).
+SHA512_CRYPT = re.compile(r"^\$6\$(rounds=[0-9]{1,9}\$)?[./0-9A-Za-z]{1,16}\$[./0-9A-Za-z]{86}$")
+GUEST_PATH = re.compile(r"^[A-Za-z0-9._@%+,=:~-]+(/[A-Za-z0-9._@%+,=:~-]+)*$")
+# Restore runs before these run (DESIGN.md section 9): a restored copy would silently
+# replace the appliance's own boot scripts.
+PROTECTED_PATHS = ("opt/bootlocal.sh", "opt/bootsync.sh")
+
+
+def check_hostname(value: str) -> str:
+    if not HOSTNAME.fullmatch(value):
+        raise ValueError(f"'{value}' is not a valid host name (letters, digits and -, "
+                         "dot-separated labels of at most 63 characters)")
+    return value
+
+
+def check_password_hash(value: str) -> str:
+    # Never echo the value: it may be a plain password typed into the wrong field.
+    if not SHA512_CRYPT.fullmatch(value):
+        raise ValueError("must be a SHA-512 crypt hash ($6$salt$..., e.g. from "
+                         "`mkpasswd -m sha-512` or `openssl passwd -6`); plain passwords and "
+                         "other hash types are refused (the value is not shown)")
+    return value
+
+
+def check_guest_path(value: str) -> str:
+    """A path inside the guest, relative to / (what tar stores in mydata.tgz)."""
+    parts = value.split("/")
+    if not GUEST_PATH.fullmatch(value) or any(p in (".", "..") for p in parts):
+        raise ValueError(f"'{value}' is not a plain relative path inside the guest (no leading "
+                         "/, no . or .. parts, letters, digits and ._@%+,=:~- only)")
+    if value in PROTECTED_PATHS:
+        raise ValueError(f"'{value}' is the appliance's own boot script; restore data runs "
+                         "before it and must not replace it")
+    return value
+
+
+def check_source(value: str) -> str:
+    if not value or "\0" in value or "\n" in value:
+        raise ValueError("must be a path on the build host")
+    return value
+
+
+Hostname = Annotated[str, AfterValidator(check_hostname)]
+PasswordHash = Annotated[str, AfterValidator(check_password_hash)]
+GuestPath = Annotated[str, AfterValidator(check_guest_path)]
+
+
+class RestoreItem(Strict):
+    """A file or folder of the build host, restored into the live system from mydata.tgz."""
+
+    source: Annotated[str, AfterValidator(check_source)]  # relative to the recipe file
+    path: GuestPath  # where it lands, relative to /
+    owner: Literal["root", "tc"] | None = None  # default: tc below home/tc, else root
+    mode: Annotated[int, Field(ge=0, le=0o7777)] | None = None  # files; default 644 / 755
+
+    @property
+    def effective_owner(self) -> str:
+        if self.owner:
+            return self.owner
+        return "tc" if self.path == "home/tc" or self.path.startswith("home/tc/") else "root"
+
+
+class Live(Strict):
+    """The install ISO: what it loads from /cde at boot (deps are added, deps first)."""
+
+    onboot: list[Name] = ["openssh", "e2fsprogs", "syslinux"]
+
+    @field_validator("onboot")
+    @classmethod
+    def ssh_is_loaded(cls, value: list[str]) -> list[str]:
+        if "openssh" not in [v.removesuffix(".tcz") for v in value]:
+            raise ValueError("must include openssh: the build reaches the live system over SSH")
+        dupes = sorted({v for v in value if value.count(v) > 1})
+        if dupes:
+            raise ValueError(f"listed more than once: {', '.join(dupes)}")
+        return value
 
 
 class Recipe(Strict):
@@ -221,15 +347,34 @@ class Recipe(Strict):
     services: list[Name] = []
     boot: Boot = Boot()
     kernel: Kernel = Kernel()
+    overlays: list[Name] | None = None  # custom extensions from overlays/ (None: every one)
+    images: list[Image] = []
     vm: VM = VM()
     install: Install = Install()
     export: Export = Export()
+    hostname: Hostname = "tc-appliance"
+    ready_timeout: Annotated[int, Field(ge=10, le=86400)] = 600  # seconds, all services
+    tc_password_hash: PasswordHash | None = None
+    restore: list[RestoreItem] = []
+    live: Live = Live()
 
     @model_validator(mode="after")
     def services_unique(self) -> Recipe:
         dupes = sorted({s for s in self.services if self.services.count(s) > 1})
         if dupes:
             raise ValueError(f"services: listed more than once: {', '.join(dupes)}")
+        return self
+
+    @model_validator(mode="after")
+    def images_and_overlays_unique(self) -> Recipe:
+        names = [i.name for i in self.images]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"images: listed more than once: {', '.join(dupes)}")
+        listed = self.overlays or []
+        dupes = sorted({n for n in listed if listed.count(n) > 1})
+        if dupes:
+            raise ValueError(f"overlays: listed more than once: {', '.join(dupes)}")
         return self
 
     def mirror_urls(self, path: str) -> tuple[str, ...]:
@@ -345,7 +490,22 @@ def load(paths: list[Path]) -> LoadedRecipe:
         data = read_toml(path)
         provenance(data, str(path), origins)
         merged = merge(merged, data)
+    resolve_restore_sources(merged, origins)
     return LoadedRecipe(validate(merged, origins, str(paths[0])), list(paths))
+
+
+def resolve_restore_sources(merged: dict, origins: dict[tuple, str]) -> None:
+    """restore[].source is relative to the recipe file that lists it (lists replace on
+    merge, so one file set them all), not to wherever the pipeline was started from."""
+    items = merged.get("restore")
+    origin = origins.get(("restore",))
+    if not isinstance(items, list) or origin is None:
+        return
+    base = Path(origin).resolve().parent
+    for item in items:
+        source = item.get("source") if isinstance(item, dict) else None
+        if isinstance(source, str) and source and not Path(source).is_absolute():
+            item["source"] = str(base / source)
 
 
 def to_json(recipe: Recipe) -> str:

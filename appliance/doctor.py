@@ -20,6 +20,7 @@ TOOLS = {
     "qemu-img": "the export stage",
     "mksquashfs": "the extensions stage",
     "unsquashfs": "the extensions stage checks",
+    "skopeo": "the extensions stage: container images for faasd",
     "ssh-keygen": "the build SSH key",
     "xorriso": "optional: ISO checks in tests and benchmarks",
 }

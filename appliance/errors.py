@@ -51,3 +51,7 @@ class StageError(PipelineError):
 
 class DependencyError(PipelineError):
     """A Tiny Core extension dependency is missing or cyclic."""
+
+
+class RemasterError(StageError):
+    """The base ISO or a remaster input is unusable (nothing is written)."""

@@ -2,7 +2,9 @@
 
 `pipeline.py lock` resolves the recipe against the mirrors, trusting only upstream checksum
 files (`<file>.md5.txt` on Tiny Core mirrors, `.sha256`/`.sha256sum` beside release assets),
-and records which file each pin came from. `build --locked` refuses anything not pinned here.
+and records which file each pin came from. Container images are pinned by the digest of their
+linux/amd64 manifest as the registry serves it (appliance/images.py). `build --locked`
+refuses anything not pinned here.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from appliance import log
-from appliance.config import Recipe
+from appliance import images, log
+from appliance.config import Image, Recipe
 from appliance.errors import ChecksumError, LockError
 from appliance.fetch import Download, Fetcher, md5_file, parse_checksum_file, sha256_file
+from appliance.run import Runner
 from appliance.tinycore import TinyCoreRepo
 
 LOCK_FORMAT = 1
@@ -23,7 +26,7 @@ LOCK_FORMAT = 1
 
 @dataclass(frozen=True)
 class Pin:
-    key: str  # "iso", "tcz/openssh.tcz", "release/containerd"
+    key: str  # "iso", "tcz/openssh.tcz", "release/containerd", "image/<name>"
     name: str  # file name
     version: str
     url: str  # where it was fetched from at lock time (informative)
@@ -57,6 +60,7 @@ def identity(recipe: Recipe) -> dict:
                      "kernel": tc.kernel, "extensions": list(tc.extensions)},
         "releases": {n: r.resolved_url() for n, r in sorted(recipe.releases.items())},
         "kernel": kernel_inputs(recipe),
+        "images": {i.name: i.source_ref for i in recipe.images},
     }
 
 
@@ -109,7 +113,7 @@ def staleness(lock: Lock, recipe: Recipe) -> list[str]:
     """Differences between the lock and the recipe; empty when the lock is up to date."""
     want, have = identity(recipe), lock.identity
     diffs = []
-    for section in ("tinycore", "releases", "kernel"):
+    for section in ("tinycore", "releases", "kernel", "images"):
         w, h = want.get(section, {}), have.get(section, {})
         for key in sorted(set(w) | set(h)):
             if w.get(key) != h.get(key):
@@ -121,7 +125,7 @@ def expected_keys(lock: Lock, recipe: Recipe) -> list[str]:
     """Every input the build will fetch: the ISO, each resolved extension, each release."""
     return (["iso"] + [f"tcz/{name}" for name in lock.extension_order]
             + [f"release/{name}" for name in sorted(recipe.releases)]
-            + sorted(kernel_inputs(recipe)))
+            + sorted(kernel_inputs(recipe)) + [image_key(i) for i in recipe.images])
 
 
 def unpinned(lock: Lock, recipe: Recipe) -> list[str]:
@@ -152,7 +156,7 @@ def ensure_current(lock: Lock | None, recipe: Recipe, path: Path) -> Lock:
     return lock
 
 
-def resolve(recipe: Recipe, fetcher: Fetcher) -> Lock:
+def resolve(recipe: Recipe, fetcher: Fetcher, runner: Runner | None = None) -> Lock:
     """Pin every remote input, trusting only upstream checksum files; prints each pin."""
     pins: dict[str, Pin] = {}
     pin = pin_iso(recipe, fetcher)
@@ -168,9 +172,23 @@ def resolve(recipe: Recipe, fetcher: Fetcher) -> Lock:
     for key, path in sorted(kernel_inputs(recipe).items()):
         pin = pin_mirror_file(key, recipe.mirror_urls(path), recipe.tinycore.kernel, fetcher)
         pins[pin.key] = pin
+    for image in recipe.images:
+        pin = pin_image(image, runner or Runner())
+        pins[pin.key] = pin
     order = [e.name for e in exts]
     deps = {e.name: list(e.deps) for e in exts}
     return Lock(identity(recipe), pins, order, deps)
+
+
+def image_key(image: Image) -> str:
+    return f"image/{image.name}"
+
+
+def pin_image(image: Image, runner: Runner) -> Pin:
+    """An image by the digest of its linux/amd64 manifest (the registry's own answer)."""
+    digest, source = images.resolve_digest(image, runner)
+    return announce(Pin(image_key(image), image.name, image.tag, f"docker://{image.source_ref}",
+                        digest, None, source))
 
 
 def pin_mirror_file(key: str, urls: tuple[str, ...], version: str, fetcher: Fetcher) -> Pin:
@@ -242,6 +260,8 @@ def downloads(recipe: Recipe, lock: Lock, fetcher: Fetcher) -> dict[str, Downloa
     repo = repo_for(recipe, fetcher)
     result: dict[str, Download] = {}
     for key, pin in lock.pins.items():
+        if key.startswith("image/"):
+            continue  # pulled by the extensions stage with skopeo (appliance/images.py)
         if key == "iso":
             urls = iso_urls(recipe)
         elif key.startswith("tcz/"):

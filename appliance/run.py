@@ -65,6 +65,15 @@ def format_argv(argv: Sequence[str]) -> str:
     return shlex.join(os.fspath(a) for a in argv)
 
 
+def child_env(env: dict[str, str | None] | None) -> dict[str, str] | None:
+    """The environment of a child: ours with `env` over it; a None value removes the name
+    (mksquashfs refuses SOURCE_DATE_EPOCH next to its own time options, for instance)."""
+    if env is None:
+        return None
+    merged = {**os.environ, **env}
+    return {k: v for k, v in merged.items() if v is not None}
+
+
 def install_hint(tool: str) -> str:
     package = TOOL_PACKAGES.get(Path(tool).name)
     if package:
@@ -118,7 +127,7 @@ class Runner:
         argv: Sequence[str | os.PathLike],
         *,
         cwd: Path | None = None,
-        env: dict[str, str] | None = None,
+        env: dict[str, str | None] | None = None,
         log: str | None = None,
         stream: bool = False,
         timeout: float | None = None,
@@ -141,7 +150,7 @@ class Runner:
         return result
 
     def start(self, argv: Sequence[str | os.PathLike], *, cwd: Path | None = None,
-              env: dict[str, str] | None = None, log: str | None = None) -> Background:
+              env: dict[str, str | None] | None = None, log: str | None = None) -> Background:
         """Start a long-running program in its own process group; output goes to its log."""
         argv = [os.fspath(a) for a in argv]
         require_tool(argv[0])
@@ -153,7 +162,7 @@ class Runner:
                 out.write(f"+ {format_argv(argv)} &\n")
                 out.flush()
             proc = subprocess.Popen(
-                argv, cwd=cwd, env=None if env is None else {**os.environ, **env},
+                argv, cwd=cwd, env=child_env(env),
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True)
         finally:
@@ -163,7 +172,7 @@ class Runner:
 
     def _spawn(self, argv, cwd, env, timeout, stdin, logf, stream, on_line) -> Result:
         start = time.monotonic()
-        full_env = None if env is None else {**os.environ, **env}
+        full_env = child_env(env)
         proc = subprocess.Popen(
             argv,
             cwd=cwd,

@@ -34,6 +34,9 @@ class Stage:
     tools: tuple[tuple[str, ...], ...] = ()  # argv that prints each tool's version
     idle: Callable[[Any], str | None] = lambda recipe: None  # why it has nothing to do
     issue: str = ""  # where the missing implementation is tracked
+    # Prefixes of the earlier outputs the stage reads ("fetch/kernel/"); empty: all of them.
+    # Without it a new containerd version would rebuild the kernel modules.
+    uses: tuple[str, ...] = ()
 
 
 @dataclass
@@ -102,7 +105,8 @@ class StageRunner:
             "version": stage.version,
             "recipe": stage.reads(recipe),
             "extra": extra,
-            "inputs": inputs,
+            "inputs": {k: v for k, v in inputs.items()
+                       if not stage.uses or k.startswith(stage.uses)},
             "data": data,
             "tools": {" ".join(t): self.tool_version(t) for t in stage.tools},
         }

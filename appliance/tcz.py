@@ -7,9 +7,10 @@ at /tmp/tcloop/NAME and symlinked into /. Beside it the mirror carries NAME.tcz.
 Tiny Core's order) and NAME.tcz.list (the files, without a leading /).
 
 Ownership is explicit, not taken from the build host: every entry is root:root with the mode
-it has in the tree, except usr/local/tce.installed and its scripts, which must be root:staff
-775 (corebook part2/ch06: "faulty permissions ... may break extension loading"). mksquashfs's
--all-root would drop that gid, so a pseudo file (`PATH m MODE UID GID`) sets every entry.
+it has in the tree (or the owner the caller names for it), except usr/local/tce.installed and
+its scripts, which must be root:staff 775 (corebook part2/ch06: "faulty permissions ... may
+break extension loading"). mksquashfs's -all-root would drop that gid, so a pseudo file
+(`PATH m MODE UID GID`) sets every entry.
 Timestamps come from SOURCE_DATE_EPOCH (-mkfs-time, -all-time).
 """
 
@@ -91,13 +92,17 @@ def _owner(rel: str, st: os.stat_result) -> tuple[int, int, int]:
     return mode, 0, 0
 
 
-def pseudo_definitions(tree: Path) -> list[str]:
-    """One `PATH m MODE UID GID` line per entry: ownership independent of the build host."""
+def pseudo_definitions(tree: Path,
+                       owners: Mapping[str, tuple[int, int]] | None = None) -> list[str]:
+    """One `PATH m MODE UID GID` line per entry: ownership independent of the build host.
+    `owners` (relative path -> uid, gid) overrides root:root for the entries it names."""
     lines = []
     for rel, st in _entries(tree):
         if not _PSEUDO_SAFE.match(rel):
             raise ValueError(f"{tree}: file name {rel!r} has characters a .tcz must not carry")
         mode, uid, gid = _owner(rel, st)
+        if owners and rel in owners and (uid, gid) == (0, 0):
+            uid, gid = owners[rel]
         lines.append(f"{rel} m {mode:o} {uid} {gid}")
     return lines
 
@@ -159,15 +164,19 @@ def build_tcz(
     source_date_epoch: int,
     *,
     log: str | None = "tcz",
+    owners: Mapping[str, tuple[int, int]] | None = None,
 ) -> Path:
     """Write NAME.tcz and its .md5.txt, .dep (when there are deps), .info and .list."""
     filename = tcz_name(name)
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / filename
     pseudo = out_dir / f".{filename}.pseudo"
-    pseudo.write_text("\n".join(pseudo_definitions(tree)) + "\n", encoding="utf-8")
+    pseudo.write_text("\n".join(pseudo_definitions(tree, owners)) + "\n", encoding="utf-8")
     try:
-        runner.run(mksquashfs_argv(tree, out, source_date_epoch, pseudo), log=log)
+        # mksquashfs 4.5 refuses SOURCE_DATE_EPOCH beside -mkfs-time/-all-time, and only
+        # clamps newer times to it: the options (all times, exactly) are what we want.
+        runner.run(mksquashfs_argv(tree, out, source_date_epoch, pseudo), log=log,
+                   env={"SOURCE_DATE_EPOCH": None})
     finally:
         pseudo.unlink(missing_ok=True)
     data = out.read_bytes()

@@ -14,8 +14,10 @@ depends on (tests/standin/recipe.toml) into build/standin/standin.toml.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 RELEASE_DIR = "11.x/x86_64"
 ISO_NAME = "CorePure64-11.1.iso"
 DEFAULT_PORT = 8911
+KERNEL_SRC_DIR = "release/src/kernel"  # below RELEASE_DIR, as on tc11's mirror
 HOST = "127.0.0.1"
 GUEST_HOST = "10.0.2.2"  # the host as QEMU user networking shows it to the guest
 BUILDER_VERSION = "1"
@@ -150,11 +153,37 @@ def overlay_text(kernel_release: str, versions: dict[str, str], port: int) -> st
     if port != DEFAULT_PORT:
         lines += [f'mirrors = ["http://{HOST}:{port}/"]',
                   f'guest_mirror = "http://{GUEST_HOST}:{port}/"']
+    # the kernel stage's source and config are named after the kernel release
+    lines += ["", "[kernel]", f'config = "{KERNEL_SRC_DIR}/config-{kernel_release}"',
+              f'source = "{KERNEL_SRC_DIR}/{releases.kernel_source_name(kernel_release)}"']
     for name, version in sorted(versions.items()):
         lines += ["", f"[releases.{name}]", f'version = "{version}"']
         if port != DEFAULT_PORT:
             lines += [f'{key} = "{value}"' for key, value in release_urls(name, port).items()]
+    lines += moved_extras(port, registry.default_port())
     return "\n".join(lines) + "\n"
+
+
+def moved_extras(port: int, registry_port: int) -> list[str]:
+    """recipe.toml's entries beyond RELEASES that name a port: faasd's compose files (served
+    beside the faasd double) and the images of the stand-in's registry (pure but for
+    reading recipe.toml)."""
+    recipe = tomllib.loads((Path(__file__).parent / "recipe.toml").read_text())
+    lines: list[str] = []
+    for name, rel in sorted(recipe.get("releases", {}).items()):
+        base = f"http://{HOST}:{DEFAULT_PORT}/"
+        if name not in releases.RELEASES and port != DEFAULT_PORT and rel["url"].startswith(base):
+            moved = rel["url"].replace(base, f"http://{HOST}:{port}/", 1)
+            lines += ["", f"[releases.{name}]", f'url = "{moved}"']
+    old = f"{HOST}:{registry.DEFAULT_PORT}/"
+    images = recipe.get("images", [])
+    if registry_port != registry.DEFAULT_PORT and any(
+            i.get("source", "").startswith(old) for i in images):
+        for image in images:  # [[images]] is a list: the overlay restates all of it
+            moved = {k: v.replace(old, f"{HOST}:{registry_port}/", 1) if isinstance(v, str)
+                     else v for k, v in image.items()}
+            lines += ["", "[[images]]"] + [f"{k} = {json.dumps(v)}" for k, v in moved.items()]
+    return lines
 
 
 def recipe_overlay(kernel_release: str, versions: dict[str, str], port: int) -> Path:

@@ -10,11 +10,13 @@ OCI archive that `ctr image import` accepts (it names the image through the
 
 from __future__ import annotations
 
+import atexit
 import gzip
 import hashlib
 import io
 import json
 import os
+import socket
 import subprocess
 import tarfile
 import time
@@ -221,3 +223,34 @@ class Registry:
 
 def default_port() -> int:
     return int(os.environ.get("STANDIN_REGISTRY_PORT", DEFAULT_PORT))
+
+
+def answers(port: int) -> bool:
+    """Does a registry answer on 127.0.0.1:port (its /v2/ endpoint)?"""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+_kept: list[Registry] = []
+
+
+def ensure_running() -> int:
+    """A registry holding the stand-in image, for the rest of this process: the one on
+    default_port() if it answers (the image is pushed to it again, which is idempotent),
+    else one started on a free port, exported as STANDIN_REGISTRY_PORT so that recipe
+    overlays (mirror.overlay_text) name it. Returns its port."""
+    port = default_port()
+    if answers(port):
+        Registry(port, cache.component_dir("registry")).push()
+        return port
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    reg = Registry(port, cache.component_dir("registry")).start()
+    _kept.append(reg)
+    atexit.register(reg.stop)
+    os.environ["STANDIN_REGISTRY_PORT"] = str(port)
+    return port

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from appliance.paths import REPO
 from appliance.run import Runner
-from tests.standin import cache, extensions, mirror, registry
+from tests.standin import cache, extensions, mirror, registry, releases
 
 RECIPE = Path(__file__).resolve().parent / "recipe.toml"
 
@@ -211,13 +211,16 @@ def lock_argv(overlay: Path, lock: Path) -> list[str]:
 
 
 def cmd_lock(args: argparse.Namespace) -> None:
-    """`pipeline.py lock` of the stand-in recipe against the stand-in's own server."""
+    """`pipeline.py lock` of the stand-in recipe against the stand-in's own server (and
+    registry: the recipe's images are pinned from it)."""
     port = args.port
     built = mirror.build_all(port=port)
     overlay = mirror.standin_build_dir() / "standin.toml"
     lock = mirror.standin_build_dir() / "standin.lock"
-    argv = lock_argv(overlay, lock)
     runner = Runner(echo=lambda line: print(line, flush=True))
+    if registry.ensure_running() != registry.DEFAULT_PORT:  # the overlay names its port
+        overlay = mirror.recipe_overlay(built.kernel.release, releases.versions(runner), port)
+    argv = lock_argv(overlay, lock)
     if _answers(f"http://{mirror.HOST}:{port}/"):
         runner.run(argv, stream=True)
         return

@@ -179,3 +179,18 @@ def test_stamp_records_outputs_relative_and_they_resolve(tmp_path):
 def test_unknown_until(tmp_path):
     with pytest.raises(StageError, match="unknown stage 'nope'"):
         make_runner(tmp_path).execute(Ctx(Recipe()), until="nope")
+
+
+def test_a_stage_keyed_only_on_the_inputs_it_uses(tmp_path):
+    runner, ctx = make_runner(tmp_path), Ctx(Recipe())
+    third = runner.stages[2]
+    runner.stages[2] = Stage(third.name, third.version, third.reads, third.run,
+                             uses=("first/",))
+    runner.execute(ctx)
+    ctx.ran.clear()
+    ctx.recipe.b = 2  # changes second's output, which third does not use
+    runner.execute(ctx)
+    assert ctx.ran == ["second"]
+    ctx.recipe.a = 2
+    runner.execute(ctx)
+    assert ctx.ran == ["second", "first", "second", "third"]

@@ -1,0 +1,121 @@
+#!/bin/sh
+# /opt/bootlocal.sh of tc-appliance (iso-remaster/bootlocal.sh, laid into boot/appliance.gz).
+#
+# Started in the background by /opt/bootsync.sh. It runs one background job: for each
+# service of /etc/sysconfig/appliance/services (the recipe's `services`, in order) whose
+# /usr/local/etc/init.d/<service> exists, `start` then `status`, all within ready_timeout
+# seconds (/etc/sysconfig/appliance/ready_timeout); then it prints on /dev/console (the
+# serial port: the last console= of the boot line) exactly one marker line:
+#   APPLIANCE-READY                 every loaded service started and reports healthy
+#   APPLIANCE-NOT-READY <service>   that service failed to start, was unhealthy, or ran
+#                                   out of time (services after it are not started)
+#   APPLIANCE-LIVE                  no service is loaded: the live ISO, which only installs
+# Everything goes to /var/log/appliance-boot.log as well.
+PATH=/usr/local/sbin:/usr/local/bin:/sbin:/bin:/usr/sbin:/usr/bin
+export PATH
+# Tests point these elsewhere; at boot they are the defaults.
+: "${APPLIANCE_CONF:=/etc/sysconfig/appliance}"
+: "${APPLIANCE_LOG:=/var/log/appliance-boot.log}"
+: "${APPLIANCE_INITD:=/usr/local/etc/init.d}"
+: "${APPLIANCE_CONSOLE:=/dev/console}"
+DEFAULT_TIMEOUT=600
+
+log() {
+    echo "$(date -u '+%Y-%m-%dT%H:%M:%SZ') bootlocal: $*" >> "$APPLIANCE_LOG"
+}
+
+marker() {
+    echo "$1" > "$APPLIANCE_CONSOLE" 2>/dev/null
+    log "$1"
+}
+
+# Seconds since boot: a clock that NTP or DHCP cannot move.
+now() {
+    cut -d. -f1 /proc/uptime
+}
+
+ready_timeout() {
+    _t=$(cat "$APPLIANCE_CONF/ready_timeout" 2>/dev/null)
+    case "$_t" in
+        "" | *[!0-9]*) echo "$DEFAULT_TIMEOUT" ;;
+        *) echo "$_t" ;;
+    esac
+}
+
+# The services file, one name a line; anything that is not a plain name is skipped.
+services() {
+    grep -E '^[A-Za-z0-9][A-Za-z0-9._+-]*$' "$APPLIANCE_CONF/services" 2>/dev/null
+}
+
+# kill_tree PID: PID and every process below it (busybox may have no pkill).
+kill_tree() {
+    _todo=$1
+    _all=""
+    while [ -n "$_todo" ]; do
+        _all="$_all $_todo"
+        _next=""
+        for _stat in /proc/[0-9]*/stat; do
+            # field 4 is the parent; the command name before it may contain blanks
+            _parent=$(sed 's/^.*) [A-Za-z] \([0-9]*\) .*$/\1/' "$_stat" 2>/dev/null)
+            [ -n "$_parent" ] || continue
+            case " $_todo " in
+                *" $_parent "*) _child=${_stat%/stat}; _next="$_next ${_child#/proc/}" ;;
+            esac
+        done
+        _todo=${_next# }
+    done
+    # shellcheck disable=SC2086 # one argument per pid
+    kill $_all 2>/dev/null
+}
+
+# within SECONDS COMMAND...: COMMAND's exit status, or 124 once it has run SECONDS
+# (it and its children are then stopped). Its output goes to the log.
+within() {
+    _left=$1
+    shift
+    _status=${TMPDIR:-/tmp}/appliance-within.$$
+    rm -f "$_status"
+    ("$@" >> "$APPLIANCE_LOG" 2>&1; echo "$?" > "$_status") &
+    _pid=$!
+    while [ ! -s "$_status" ]; do
+        if [ "$_left" -le 0 ]; then
+            kill_tree "$_pid"
+            log "$* did not finish in time; stopped"
+            return 124
+        fi
+        sleep 1
+        _left=$((_left - 1))
+    done
+    wait "$_pid" 2>/dev/null
+    _rc=$(cat "$_status")
+    rm -f "$_status"
+    return "$_rc"
+}
+
+services_job() {
+    _deadline=$(($(now) + $(ready_timeout)))
+    _loaded=""
+    for _svc in $(services); do
+        if [ -x "$APPLIANCE_INITD/$_svc" ]; then
+            _loaded="$_loaded $_svc"
+        else
+            log "$_svc: $APPLIANCE_INITD/$_svc is not loaded; skipped"
+        fi
+    done
+    if [ -z "$_loaded" ]; then
+        marker "APPLIANCE-LIVE"
+        return 0
+    fi
+    for _svc in $_loaded; do
+        for _action in start status; do
+            log "$_svc $_action"
+            if ! within $((_deadline - $(now))) "$APPLIANCE_INITD/$_svc" "$_action"; then
+                marker "APPLIANCE-NOT-READY $_svc"
+                return 1
+            fi
+        done
+    done
+    marker "APPLIANCE-READY"
+}
+
+services_job &

@@ -1,0 +1,109 @@
+#!/bin/sh
+# /opt/bootsync.sh of tc-appliance (iso-remaster/bootsync.sh, laid into boot/appliance.gz).
+#
+# tc-config runs it as root at the end of every boot and waits for it: after the extensions
+# are loaded and the backup (mydata.tgz) is restored. It sets the host name and, once, the
+# tc password hash (both from /etc/sysconfig/appliance, written by the remaster from the
+# recipe), starts the SSH server (host keys are made at the first boot of each machine and
+# kept in /usr/local/etc/ssh), then starts /opt/bootlocal.sh in the background (services
+# and the APPLIANCE-* marker). No `set -e`: a boot script must get to its end whatever
+# fails on the way; failures are logged to /var/log/appliance-boot.log.
+PATH=/usr/local/sbin:/usr/local/bin:/sbin:/bin:/usr/sbin:/usr/bin
+export PATH
+# Tests point these elsewhere; at boot they are the defaults.
+: "${APPLIANCE_CONF:=/etc/sysconfig/appliance}"
+: "${APPLIANCE_LOG:=/var/log/appliance-boot.log}"
+: "${APPLIANCE_SSH_DIR:=/usr/local/etc/ssh}"
+: "${APPLIANCE_INITD:=/usr/local/etc/init.d}"
+: "${APPLIANCE_SHADOW:=/etc/shadow}"
+: "${APPLIANCE_SETHOSTNAME:=/usr/bin/sethostname}"
+: "${APPLIANCE_BOOTLOCAL:=/opt/bootlocal.sh}"
+
+log() {
+    echo "$(date -u '+%Y-%m-%dT%H:%M:%SZ') bootsync: $*" >> "$APPLIANCE_LOG"
+}
+
+set_hostname() {
+    _name=$(cat "$APPLIANCE_CONF/hostname" 2>/dev/null)
+    case "$_name" in
+        "" | *[!A-Za-z0-9.-]*) _name=box ;;  # Tiny Core's default
+    esac
+    "$APPLIANCE_SETHOSTNAME" "$_name"
+}
+
+# The recipe's SHA-512 crypt hash for tc, applied once and then removed, so a password
+# changed later on an installed system is not reset at the next boot.
+set_password_hash() {
+    _file=$APPLIANCE_CONF/tc_password_hash
+    [ -s "$_file" ] || return 0
+    _hash=$(cat "$_file")
+    case "$_hash" in
+        \$6\$*) ;;
+        *) log "ignored $_file: not a SHA-512 crypt hash"; return 1 ;;
+    esac
+    case "$_hash" in
+        *[!A-Za-z0-9./=\$]*) log "ignored $_file: unexpected characters"; return 1 ;;
+    esac
+    if ! grep -q '^tc:' "$APPLIANCE_SHADOW"; then
+        log "no user tc in $APPLIANCE_SHADOW; password hash not applied"
+        return 1
+    fi
+    _new=$APPLIANCE_SHADOW.appliance
+    # cat > keeps the owner and mode of the shadow file
+    if (umask 077 && awk -F: -v OFS=: -v hash="$_hash" '$1 == "tc" { $2 = hash } { print }' \
+            "$APPLIANCE_SHADOW" > "$_new") && cat "$_new" > "$APPLIANCE_SHADOW"; then
+        rm -f "$_new" "$_file"
+        log "password hash for tc set"
+    else
+        rm -f "$_new"
+        log "could not set the password hash for tc"
+    fi
+}
+
+# sshd_config from Tiny Core's sshd_config.orig on the first start, key-only: QEMU's (and
+# Packer's) port forward may listen on every interface of the build host.
+ssh_config() {
+    [ -f "$APPLIANCE_SSH_DIR/sshd_config.orig" ] || return 0
+    [ -f "$APPLIANCE_SSH_DIR/sshd_config" ] && return 0
+    {
+        echo "# tc-appliance (bootsync.sh): keys only; the first value of a keyword wins"
+        echo "PasswordAuthentication no"
+        echo "ChallengeResponseAuthentication no"
+        echo "PermitRootLogin no"
+        cat "$APPLIANCE_SSH_DIR/sshd_config.orig"
+    } > "$APPLIANCE_SSH_DIR/sshd_config"
+}
+
+# Host keys for OpenSSH if this machine has none yet (dropbear's init script makes its own).
+host_keys() {
+    command -v ssh-keygen >/dev/null 2>&1 || return 0
+    for _type in ed25519 ecdsa; do
+        _key=$APPLIANCE_SSH_DIR/ssh_host_${_type}_key
+        [ -s "$_key" ] && continue
+        ssh-keygen -q -t "$_type" -N "" -f "$_key" >> "$APPLIANCE_LOG" 2>&1 &&
+            log "made SSH host key $_key"
+    done
+}
+
+start_ssh() {
+    _init=$APPLIANCE_INITD/openssh
+    if [ ! -x "$_init" ]; then
+        log "no SSH server: $_init is not loaded"
+        return 1
+    fi
+    mkdir -p "$APPLIANCE_SSH_DIR"
+    ssh_config
+    host_keys
+    if "$_init" start >> "$APPLIANCE_LOG" 2>&1; then
+        log "SSH server started"
+    else
+        log "SSH server did not start"
+        return 1
+    fi
+}
+
+log "boot codes: $(cat /proc/cmdline 2>/dev/null)"
+set_hostname
+set_password_hash
+start_ssh
+"$APPLIANCE_BOOTLOCAL" &

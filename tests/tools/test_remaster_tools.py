@@ -1,0 +1,271 @@
+"""The remaster against real tools: a base ISO made by xorriso (lowercase ISO 9660 names, as
+Tiny Core's are), xorriso's own reading of the result, shellcheck, and the boot scripts
+run by busybox sh (Tiny Core's shell) with their paths pointed into a temporary folder."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from appliance import cde, initrd
+from appliance.iso_remaster import TEMPLATES, Inputs, remaster
+from tests.standin.iso import ISOLINUX_BIN, LDLINUX_C32, xorriso_argv
+from tests.unit.test_isolinux import STOCK
+from tests.unit.test_remaster import EPOCH, KEY, Opened, base_initrd, extensions
+
+pytestmark = pytest.mark.tools
+
+SCRIPTS = sorted(TEMPLATES.glob("*.sh"))
+
+
+def xorriso_iso(tmp: Path) -> Path:
+    """A CorePure64-11.1-shaped ISO as the stand-in makes it: xorriso -as mkisofs -l -J -r,
+    isolinux with boot-info-table, isohybrid MBR."""
+    staging = tmp / "staging"
+    (staging / "boot" / "isolinux").mkdir(parents=True)
+    (staging / "boot" / "vmlinuz64").write_bytes(b"kernel" * 5000)
+    (staging / "boot" / "corepure64.gz").write_bytes(base_initrd())
+    shutil.copyfile(ISOLINUX_BIN, staging / "boot" / "isolinux" / "isolinux.bin")
+    shutil.copyfile(LDLINUX_C32, staging / "boot" / "isolinux" / "ldlinux.c32")
+    (staging / "boot" / "isolinux" / "isolinux.cfg").write_text(STOCK)
+    out = tmp / "CorePure64-11.1.iso"
+    subprocess.run(xorriso_argv(staging, out, EPOCH), check=True, capture_output=True,
+                   env={"PATH": "/usr/bin:/bin", "TZ": "UTC", "SOURCE_DATE_EPOCH": str(EPOCH)})
+    return out
+
+
+def report(iso: Path, what: str) -> dict[str, str]:
+    """xorriso's `-report_el_torito plain` / `-report_system_area plain`, as label -> value."""
+    proc = subprocess.run(["xorriso", "-indev", str(iso), f"-report_{what}", "plain"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=True)
+    lines = [ln.split(":", 1) for ln in proc.stdout.splitlines() if ":" in ln]
+    return {k.strip(): v.strip() for k, v in lines}
+
+
+@pytest.fixture(scope="module")
+def isos(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("xorriso")
+    base = xorriso_iso(tmp)
+    exts = extensions(tmp)
+    inputs = Inputs(base, tuple(exts), tuple(cde.onboot_order(exts, ["openssh"], "x")),
+                    initrd.LiveSettings("http://10.0.2.2:8911/", "t", (), 60), ("cde",), "t",
+                    KEY, None, EPOCH)
+    return base, remaster(inputs, tmp / "appliance.iso")
+
+
+def test_xorriso_sees_the_same_el_torito_boot(isos):
+    base, out = isos
+    before, after = report(base, "el_torito"), report(out, "el_torito")
+    assert after["El Torito img path"] == "1  /boot/isolinux/isolinux.bin"
+    assert after["El Torito img opts"] == "1  boot-info-table isohybrid-suitable"
+    assert after["El Torito cat path"] == "/boot/isolinux/boot.cat"
+    boot = after["El Torito boot img"].split()
+    assert boot[:7] == before["El Torito boot img"].split()[:7]  # BIOS, bootable, no emulation, 4 sectors
+    assert boot[1:4] == ["BIOS", "y", "none"] and boot[6] == "4"
+    assert after["Boot record"] == "El Torito , MBR isohybrid cyl-align-on"
+
+
+def test_xorriso_sees_the_isohybrid_mbr_cover_the_new_image(isos):
+    _base, out = isos
+    area = report(out, "system_area")
+    assert area["System area summary"] == "MBR isohybrid cyl-align-on"
+    status, ptype, start, blocks = area["MBR partition"].split()[1:5]
+    assert (status, ptype, start) == ("0x80", "0x17", "0")
+    assert int(blocks) * 512 == out.stat().st_size
+
+
+def test_xorriso_reads_the_rock_ridge_tree(isos):
+    _base, out = isos
+    proc = subprocess.run(["xorriso", "-indev", str(out), "-find", "/", "-type", "f"],
+                          capture_output=True, text=True, check=True)
+    files = set(re.findall(r"'([^']+)'", proc.stdout))
+    assert {"/boot/appliance.gz", "/boot/build.gz", "/boot/isolinux/isolinux.cfg",
+            "/cde/onboot.lst", "/cde/optional/openssh.tcz",
+            "/cde/optional/openssh.tcz.md5.txt", "/cde/optional/openssh.tcz.dep"} <= files
+    assert Opened(out).read("/boot/isolinux/isolinux.cfg").startswith(b"# Written by tc-appliance")
+
+
+def test_boot_scripts_pass_shellcheck():
+    assert SCRIPTS, "no shell scripts in iso-remaster/"
+    proc = subprocess.run(["shellcheck", "-s", "sh", *map(str, SCRIPTS)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
+
+
+# --- bootlocal.sh: the services job and its markers (busybox sh) -----------------------------
+
+
+def script(path: Path, body: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return path
+
+
+def service(initd: Path, name: str, start: str = "exit 0", status: str = "exit 0") -> Path:
+    return script(initd / name, f"""echo "$1" >> "{initd}/{name}.calls"
+case "$1" in start) {start} ;; status) {status} ;; esac
+""")
+
+
+def run_bootlocal(tmp: Path, services: str, timeout: int = 60) -> tuple[str, str]:
+    """The marker bootlocal.sh writes to the console (waited for), and its log."""
+    conf = tmp / "conf"
+    conf.mkdir(exist_ok=True)
+    (conf / "services").write_text(services)
+    (conf / "ready_timeout").write_text(f"{timeout}\n")
+    console = tmp / "console"
+    env = {"PATH": "/usr/bin:/bin", "APPLIANCE_CONF": str(conf), "TMPDIR": str(tmp),
+           "APPLIANCE_LOG": str(tmp / "boot.log"), "APPLIANCE_INITD": str(tmp / "init.d"),
+           "APPLIANCE_CONSOLE": str(console)}
+    subprocess.run(["busybox", "sh", str(TEMPLATES / "bootlocal.sh")], env=env, check=True,
+                   timeout=10)  # returns at once: the job runs in the background
+    deadline = time.monotonic() + timeout + 20
+    while not (console.exists() and console.read_text().endswith("\n")):
+        assert time.monotonic() < deadline, (tmp / "boot.log").read_text()
+        time.sleep(0.2)
+    return console.read_text(), (tmp / "boot.log").read_text()
+
+
+def calls(tmp: Path, name: str) -> list[str]:
+    path = tmp / "init.d" / f"{name}.calls"
+    return path.read_text().split() if path.exists() else []
+
+
+def test_live_when_no_service_is_loaded(tmp_path):
+    (tmp_path / "init.d").mkdir()
+    marker, log = run_bootlocal(tmp_path, "containerd\nfaasd\n")
+    assert marker == "APPLIANCE-LIVE\n"
+    assert "containerd: " in log and "is not loaded; skipped" in log
+
+
+def test_live_when_the_recipe_has_no_services(tmp_path):
+    assert run_bootlocal(tmp_path, "")[0] == "APPLIANCE-LIVE\n"
+
+
+def test_ready_after_start_then_status_in_order(tmp_path):
+    service(tmp_path / "init.d", "containerd")
+    service(tmp_path / "init.d", "faasd")
+    marker, log = run_bootlocal(tmp_path, "containerd\nfaasd\n../evil\n")
+    assert marker == "APPLIANCE-READY\n"
+    assert calls(tmp_path, "containerd") == calls(tmp_path, "faasd") == ["start", "status"]
+    assert log.index("containerd status") < log.index("faasd start")
+
+
+def test_missing_service_is_skipped_and_the_rest_is_ready(tmp_path):
+    service(tmp_path / "init.d", "faasd")
+    assert run_bootlocal(tmp_path, "containerd\nfaasd\n")[0] == "APPLIANCE-READY\n"
+
+
+def test_failed_start_is_not_ready_and_stops_there(tmp_path):
+    service(tmp_path / "init.d", "containerd", start="exit 1")
+    service(tmp_path / "init.d", "faasd")
+    assert run_bootlocal(tmp_path, "containerd\nfaasd\n")[0] == "APPLIANCE-NOT-READY containerd\n"
+    assert calls(tmp_path, "faasd") == []
+
+
+def test_unhealthy_status_is_not_ready(tmp_path):
+    service(tmp_path / "init.d", "containerd")
+    service(tmp_path / "init.d", "faasd", status="exit 1")
+    assert run_bootlocal(tmp_path, "containerd\nfaasd\n")[0] == "APPLIANCE-NOT-READY faasd\n"
+
+
+def test_a_start_that_outlasts_ready_timeout_is_stopped(tmp_path):
+    pidfile = tmp_path / "sleeper.pid"
+    service(tmp_path / "init.d", "containerd", start=f"sleep 300 & echo $! > {pidfile}; wait")
+    begin = time.monotonic()
+    marker, log = run_bootlocal(tmp_path, "containerd\n", timeout=3)
+    assert marker == "APPLIANCE-NOT-READY containerd\n"
+    assert time.monotonic() - begin < 15
+    assert "did not finish in time; stopped" in log
+    assert gone(int(pidfile.read_text()))  # the init script's child was stopped too
+
+
+def gone(pid: int, wait_s: float = 5) -> bool:
+    """True once `pid` has exited (a zombie waiting for its reaper counts as exited)."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+# --- bootsync.sh: host name, password hash once, SSH ----------------------------------------
+
+SHADOW = "root:*:18000:0:99999:7:::\ntc:$6$old$old:18000:0:99999:7:::\n"
+NEW_HASH = "$6$rounds=5000$saltsalt$" + "b" * 86
+
+
+def run_bootsync(tmp: Path) -> str:
+    env = {"PATH": "/usr/bin:/bin", "APPLIANCE_CONF": str(tmp / "conf"),
+           "APPLIANCE_LOG": str(tmp / "boot.log"), "APPLIANCE_INITD": str(tmp / "init.d"),
+           "APPLIANCE_SSH_DIR": str(tmp / "ssh"), "APPLIANCE_SHADOW": str(tmp / "shadow"),
+           "APPLIANCE_SETHOSTNAME": str(tmp / "sethostname"),
+           "APPLIANCE_BOOTLOCAL": str(tmp / "bootlocal")}
+    subprocess.run(["busybox", "sh", str(TEMPLATES / "bootsync.sh")], env=env, check=True,
+                   timeout=120)
+    deadline = time.monotonic() + 10
+    while not (tmp / "bootlocal.ran").exists():  # started in the background
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    return (tmp / "boot.log").read_text()
+
+
+@pytest.fixture
+def guest(tmp_path) -> Path:
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "hostname").write_text("tc-x\n")
+    (tmp_path / "conf" / "tc_password_hash").write_text(NEW_HASH + "\n")
+    (tmp_path / "shadow").write_text(SHADOW)
+    (tmp_path / "shadow").chmod(0o640)
+    script(tmp_path / "sethostname", f'echo "$1" > {tmp_path}/hostname.set\n')
+    script(tmp_path / "bootlocal", f"touch {tmp_path}/bootlocal.ran\n")
+    service(tmp_path / "init.d", "openssh")
+    (tmp_path / "ssh").mkdir()
+    (tmp_path / "ssh" / "sshd_config.orig").write_text("#PasswordAuthentication yes\nPort 22\n")
+    return tmp_path
+
+
+def test_bootsync_sets_the_host_and_the_hash_once_and_starts_ssh_key_only(guest):
+    log = run_bootsync(guest)
+    assert (guest / "hostname.set").read_text() == "tc-x\n"
+    lines = (guest / "shadow").read_text().splitlines()
+    assert lines[0] == "root:*:18000:0:99999:7:::"
+    assert lines[1] == f"tc:{NEW_HASH}:18000:0:99999:7:::"
+    assert oct((guest / "shadow").stat().st_mode & 0o777) == "0o640"  # kept
+    assert not (guest / "conf" / "tc_password_hash").exists()  # applied once
+    config = (guest / "ssh" / "sshd_config").read_text().splitlines()
+    assert config[1:4] == ["PasswordAuthentication no", "ChallengeResponseAuthentication no",
+                           "PermitRootLogin no"]
+    assert config[-1] == "Port 22"
+    assert calls(guest, "openssh") == ["start"] and "SSH server started" in log
+    if shutil.which("ssh-keygen"):
+        assert (guest / "ssh" / "ssh_host_ed25519_key").exists()
+    # a password changed later (or a second boot) is left alone
+    (guest / "shadow").write_text(SHADOW)
+    (guest / "bootlocal.ran").unlink()
+    run_bootsync(guest)
+    assert (guest / "shadow").read_text() == SHADOW
+
+
+def test_bootsync_ignores_a_hash_that_is_not_sha512(guest):
+    (guest / "conf" / "tc_password_hash").write_text("plainpassword\n")
+    log = run_bootsync(guest)
+    assert (guest / "shadow").read_text() == SHADOW
+    assert "not a SHA-512 crypt hash" in log and "plainpassword" not in log
+
+
+def test_bootsync_without_an_ssh_server_says_so_and_goes_on(guest):
+    (guest / "init.d" / "openssh").unlink()
+    log = run_bootsync(guest)
+    assert "no SSH server" in log and (guest / "bootlocal.ran").exists()
