@@ -24,7 +24,7 @@ from appliance import config
 from appliance.fetch import sha256_file
 from appliance.paths import REPO
 from appliance.run import Runner, kill_group
-from tests.standin import debfiles, extensions, mirror, module_extensions, registry, releases
+from tests.standin import cache, debfiles, extensions, mirror, module_extensions, registry, releases
 from tests.standin import server as standin_server
 
 pytestmark = pytest.mark.tools
@@ -58,6 +58,7 @@ def built():
 @pytest.fixture(scope="module")
 def site(built, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("standin")
+    registry.ensure_running()  # the recipe's image is pinned from it (the overlay names it)
     with standin_server.running(built.mirror) as base_url:
         port = int(base_url.rstrip("/").rsplit(":", 1)[1])
         overlay = tmp / "standin.toml"
@@ -85,12 +86,23 @@ def test_recipe_matches_what_the_standin_serves(built, tmp_path):
     source = debfiles.versions(quiet(), ["linux-source-6.1"], transitive=False)
     assert recipe.tinycore.kernel == built.kernel.release
     assert mirror.kernel_release_of(source["linux-source-6.1"]) == built.kernel.release
-    assert set(recipe.releases) == set(releases.RELEASES)
+    extras = {"faasd-compose": "docker-compose.yaml", "faasd-prometheus": "prometheus.yml"}
+    assert set(recipe.releases) == set(releases.RELEASES) | set(extras)
+    assert set(extras.values()) == set(releases.FAASD_EXTRAS)
     current = releases.versions(quiet())
     for name, rel in recipe.releases.items():
+        if name in extras:  # faasd's compose files, served beside the faasd double
+            faasd = mirror.release_urls("faasd")["url"].rsplit("/", 1)[0]
+            assert (rel.version, rel.url, rel.checksum_url) == (
+                current["faasd"], f"{faasd}/{extras[name]}", "{url}.sha256"), name
+            continue
         assert rel.version == current[name], name
         urls = mirror.release_urls(name)
         assert (rel.url, rel.checksum_url) == (urls["url"], urls["checksum_url"]), name
+    image = registry.build_image()
+    assert [(i.name, i.source) for i in recipe.images] == [
+        (cache.info(image)["image"],
+         f"127.0.0.1:{registry.DEFAULT_PORT}/{registry.REPOSITORY}:1.35.0")]
     assert [e for e in recipe.tinycore.extensions if "KERNEL" not in e] == [
         n.removesuffix(".tcz") for n in BINARY_EXTENSIONS]
     # the overlay `build` writes for the default port changes nothing today
@@ -109,17 +121,25 @@ def test_lock_and_locked_fetch_resolve_every_pin_from_the_mirror(built, site):
     assert lock["extensions"]["order"] == names  # deps first: netfilter before iptables
     assert lock["extensions"]["deps"]["iptables.tcz"] == [f"netfilter-{kver}.tcz"]
     pins = {p["key"]: p for p in lock["pins"]}
+    image = cache.info(registry.build_image())
+    recipe_releases = config.load([RECIPE]).recipe.releases
     assert set(pins) == {"iso", *(f"tcz/{n}" for n in names),
-                         *(f"release/{n}" for n in releases.RELEASES)}
+                         *(f"release/{n}" for n in recipe_releases), "kernel/config",
+                         "kernel/source", f"image/{image['image']}"}
+    assert pins.pop(f"image/{image['image']}")["sha256"] == \
+        image["manifest"].removeprefix("sha256:")  # the registry's manifest digest
     for key, pin in pins.items():
         served = built.mirror / pin["url"].removeprefix(site["url"])
         assert pin["sha256"] == sha256_file(served), key
+        if key.startswith("kernel/"):  # no .md5.txt beside the stand-in's kernel files
+            assert pin["trusted"].startswith("trusted on first download"), pin["trusted"]
+            continue
         kind = "md5" if key == "iso" or key.startswith("tcz/") else "sha256"
         assert pin["trusted"].startswith(f"{kind} from {site['url']}"), pin["trusted"]
     fetched = pipeline(site, "fetch", "--locked")
     assert fetched.returncode == 0, fetched.stderr
     inputs = json.loads((site["tmp"] / "build" / "fetch" / "inputs.json").read_text())
-    assert len(inputs["inputs"]) == len(pins)
+    assert len(inputs["inputs"]) == len(pins)  # images are pulled by the extensions stage
 
 
 def test_range_requests_get_206(built, site):
