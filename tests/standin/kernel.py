@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.errors import StageError, ToolError
+from appliance.kernel_build import defined_symbols
 from appliance.paths import cache_root
 from appliance.run import Runner
 from tests.standin import kernel_options
 from tests.standin.kernelconfig import (
     OptionList,
-    kconfig_symbols,
     parse_config,
     scripts_config_argv,
     standin_settings,
@@ -183,7 +183,7 @@ def _configure(runner: Runner, src: Path, settings: dict[str, str], argv: list[s
     runner.run([str(src / argv[0]), *argv[1:]], cwd=src, log="kernel")
     _make(runner, src, ["olddefconfig"])
     final = parse_config((src / ".config").read_text(encoding="utf-8"), ".config")
-    problems = verify_settings(settings, final, _defined_symbols(src))
+    problems = verify_settings(settings, final, defined_symbols(src))
     if problems:
         raise StageError(
             "the stand-in kernel's .config does not match kernel/options.toml and "
@@ -191,15 +191,6 @@ def _configure(runner: Runner, src: Path, settings: dict[str, str], argv: list[s
             "fix the data (a missing dependency goes into kernel-extra.config; a symbol "
             "renamed in 6.1 gets name_6_1 in options.toml)",
         )
-
-
-def _defined_symbols(src: Path) -> set[str]:
-    """Every symbol the source's Kconfig files define, to tell 'absent' from 'unset'."""
-    symbols: set[str] = set()
-    for path in src.rglob("Kconfig*"):
-        if path.is_file():
-            symbols |= kconfig_symbols(path.read_text(encoding="utf-8", errors="replace"))
-    return symbols
 
 
 def _make(runner: Runner, src: Path, targets: list[str]) -> None:
