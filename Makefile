@@ -7,21 +7,26 @@ VENV := .venv
 PY := $(VENV)/bin/python
 RECIPE ?= appliance.toml
 PIPELINE_ARGS ?=
+INSTALL_MODE ?= traditional
 
-# Debian packages the pipeline and its tests use (DESIGN.md section 9, DEVELOPERS.md).
-APT_PACKAGES := packer qemu-system-x86 qemu-utils squashfs-tools xorriso isolinux \
-	syslinux-utils extlinux busybox-static dropbear-bin e2fsprogs containerd runc \
-	containernetworking-plugins iptables linux-source-6.1 skopeo docker-registry \
-	libxml2-utils shellcheck build-essential bc bison flex libelf-dev kmod fdisk \
-	patchelf openssh-client openssh-sftp-server syslinux-common python3-venv cpio curl \
+# Debian/Ubuntu packages (DESIGN.md section 9, DEVELOPERS.md): what `make image` needs, and
+# what the tests and the offline stand-in need on top (linux-source-6.1 and the stand-in's
+# Debian binaries are Debian 12's; an image build on Ubuntu does not ask for them).
+IMAGE_PACKAGES := packer qemu-system-x86 qemu-utils squashfs-tools xorriso skopeo \
+	build-essential bc bison flex libelf-dev kmod cpio openssh-client python3-venv curl \
 	ca-certificates
+TEST_PACKAGES := isolinux syslinux-utils extlinux syslinux-common busybox-static dropbear-bin \
+	e2fsprogs containerd runc containernetworking-plugins iptables linux-source-6.1 \
+	docker-registry libxml2-utils shellcheck fdisk patchelf openssh-sftp-server
+APT_PACKAGES := $(IMAGE_PACKAGES) $(TEST_PACKAGES)
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: help deps apt venv image lock test test-fast test-tools test-vm lint clean distclean
+.PHONY: help deps image-deps apt venv image demo lock test test-fast test-tools test-vm lint clean distclean
 
 help:
 	@echo "make image      build the appliance (installs deps, locks if no appliance.lock, builds)"
+	@echo "make demo       the whole pipeline offline on the stand-in (INSTALL_MODE=frugal too)"
 	@echo "make test       run every test tier: unit, tools and vm (what CI runs)"
 	@echo "make test-fast  unit tests only (seconds)"
 	@echo "make lint       ruff + shellcheck"
@@ -30,6 +35,11 @@ help:
 	@echo "make distclean  also remove cache/ and .venv/"
 
 deps: apt venv
+
+# `make image` installs only what an image build needs.
+image-deps:
+	@$(MAKE) --no-print-directory apt APT_PACKAGES="$(IMAGE_PACKAGES)"
+	@$(MAKE) --no-print-directory venv
 
 apt:
 	@missing=$$(for p in $(APT_PACKAGES); do \
@@ -50,14 +60,19 @@ $(VENV)/.installed: pyproject.toml
 
 # With a committed lock the build is --locked; without one it locks first, printing every
 # pin it trusted and the checksum file it came from.
-image: deps
+image: image-deps
 	@if [ -f "$(dir $(RECIPE))appliance.lock" ]; then \
 		$(PY) pipeline.py build -c $(RECIPE) --locked $(PIPELINE_ARGS); \
 	else \
 		$(PY) pipeline.py lock -c $(RECIPE) && $(PY) pipeline.py build -c $(RECIPE) --locked $(PIPELINE_ARGS); \
 	fi
 
-lock: deps
+# The same pipeline on the offline stand-in for Tiny Core 11 (tests/standin/), which it
+# builds (cached) and serves on 127.0.0.1 for the duration of the build.
+demo: deps
+	$(PY) -m tests.standin.demo --mode $(INSTALL_MODE) $(PIPELINE_ARGS)
+
+lock: image-deps
 	$(PY) pipeline.py lock -c $(RECIPE)
 
 test: deps

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance import extensions, iso_remaster, kernel_build, log
+from appliance import export, extensions, iso_remaster, kernel_build, log, packer_build
 from appliance import lock as lockfile
 from appliance.config import LoadedRecipe, Recipe
 from appliance.errors import LockError
@@ -36,6 +36,8 @@ class Context:
             return iso_remaster.extra_key(self)
         if stage == "extensions":
             return extensions.extra_key(self.lock)
+        if stage == "export":
+            return export.extra_key(self.lock)
         return None
 
 
@@ -90,9 +92,9 @@ STAGES = [
           data="overlays", tools=extensions.TOOLS),
     Stage("remaster", iso_remaster.VERSION, iso_remaster.key_slice, iso_remaster.run,
           data="iso-remaster"),
-    Stage("packer", 1, lambda r: None, None, data="packer",
-          issue="Packer build: install to disk, verify (packer/)"),
-    Stage("export", 1, lambda r: None, None, issue="export: qcow2, OVA, checksums, manifest"),
+    Stage("packer", packer_build.VERSION, packer_build.key_slice, packer_build.run,
+          data="packer", tools=packer_build.TOOLS),
+    Stage("export", export.VERSION, export.key_slice, export.run, tools=export.TOOLS),
 ]
 
 

@@ -251,6 +251,10 @@ class Install(Strict):
 
 class Export(Strict):
     formats: Annotated[list[Literal["qcow2", "ova"]], Field(min_length=1)] = ["qcow2", "ova"]
+    # The OVA's disk controller: tc11's kernel drives both; SATA needs hardware family vmx-10.
+    disk_controller: Literal["ide", "sata"] = "ide"
+    # sha1 only for ESXi < 6.5, which rejects SHA256 manifest lines; sha512 breaks virt-v2v.
+    manifest_digest: Literal["sha256", "sha1"] = "sha256"
 
 
 # --- the live ISO and the appliance's own settings (remaster stage) -----------------------

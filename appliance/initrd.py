@@ -96,6 +96,8 @@ def appliance_files(settings: LiveSettings, templates: Path) -> list[cpio.Entry]
         _staff("opt/.xfiletool.lst", template("xfiletool.lst"), 0o664),
         _staff("opt/bootsync.sh", template("bootsync.sh"), 0o775),
         _staff("opt/bootlocal.sh", template("bootlocal.sh"), 0o775),
+        # busybox acpid's handler for the power button (its action for PWRF events)
+        cpio.file("etc/acpi/PWRF/00000080", template("power-button.sh"), 0o755),
         cpio.file(f"{SETTINGS}/hostname", f"{settings.hostname}\n".encode()),
         cpio.file(f"{SETTINGS}/services", "".join(f"{s}\n" for s in settings.services).encode()),
         cpio.file(f"{SETTINGS}/ready_timeout", f"{settings.ready_timeout}\n".encode()),

@@ -6,7 +6,10 @@
 # tc password hash (both from /etc/sysconfig/appliance, written by the remaster from the
 # recipe), starts the SSH server (host keys are made at the first boot of each machine and
 # kept in /usr/local/etc/ssh), then starts /opt/bootlocal.sh in the background (services
-# and the APPLIANCE-* marker). No `set -e`: a boot script must get to its end whatever
+# and the APPLIANCE-* marker). On a frugal install (/ is a tmpfs, the tce directory on the
+# disk holds appliance-state/, made by packer/scripts/install-to-disk.sh) it first binds
+# containerd's and faasd's state from the disk and brings back the SSH host keys, so what
+# the services write survives a reboot. No `set -e`: a boot script must get to its end whatever
 # fails on the way; failures are logged to /var/log/appliance-boot.log.
 PATH=/usr/local/sbin:/usr/local/bin:/sbin:/bin:/usr/sbin:/usr/bin
 export PATH
@@ -18,6 +21,10 @@ export PATH
 : "${APPLIANCE_SHADOW:=/etc/shadow}"
 : "${APPLIANCE_SETHOSTNAME:=/usr/bin/sethostname}"
 : "${APPLIANCE_BOOTLOCAL:=/opt/bootlocal.sh}"
+: "${APPLIANCE_ACPID:=acpid}"
+: "${APPLIANCE_TCEDIR_LINK:=/etc/sysconfig/tcedir}"
+: "${APPLIANCE_ROOT:=}"
+STATE_DIRS="var/lib/containerd var/lib/faasd var/lib/faasd-provider"
 
 log() {
     echo "$(date -u '+%Y-%m-%dT%H:%M:%SZ') bootsync: $*" >> "$APPLIANCE_LOG"
@@ -85,6 +92,49 @@ host_keys() {
     done
 }
 
+# appliance-state/ beside the tce directory, on a frugal install only.
+state_dir() {
+    _tce=$(readlink "$APPLIANCE_TCEDIR_LINK" 2>/dev/null) || return 1
+    [ -d "${_tce%/*}/appliance-state" ] || return 1
+    echo "${_tce%/*}/appliance-state"
+}
+
+is_mount_point() {
+    awk -v m="$1" '$2 == m { found = 1 } END { exit !found }' /proc/mounts
+}
+
+# Before any service starts (bootlocal.sh starts them after this script).
+bind_state() {
+    _state=$1
+    for _dir in $STATE_DIRS; do
+        _target=$APPLIANCE_ROOT/$_dir
+        mkdir -p "$_state/$_dir" "$_target"
+        is_mount_point "$_target" && continue
+        if mount --bind "$_state/$_dir" "$_target"; then
+            log "$_target is kept on the disk ($_state/$_dir)"
+        else
+            log "could not bind $_state/$_dir on $_target: its state will not survive a reboot"
+        fi
+    done
+}
+
+# SSH host keys: back from the disk before the server starts, onto it after (first boot).
+# Copies, not a bind: the key folder also holds the extension's own files.
+host_keys_from() {
+    mkdir -p "$1/ssh" "$APPLIANCE_SSH_DIR"
+    for _key in "$1"/ssh/*host*key*; do
+        [ -f "$_key" ] && cp -p "$_key" "$APPLIANCE_SSH_DIR/"
+    done
+    return 0
+}
+
+host_keys_to() {
+    for _key in "$APPLIANCE_SSH_DIR"/*host*key*; do
+        [ -f "$_key" ] && [ ! -f "$1/ssh/${_key##*/}" ] && cp -p "$_key" "$1/ssh/"
+    done
+    return 0
+}
+
 start_ssh() {
     _init=$APPLIANCE_INITD/openssh
     if [ ! -x "$_init" ]; then
@@ -102,8 +152,30 @@ start_ssh() {
     fi
 }
 
+# The power button (a hypervisor's "shut down") through busybox acpid and
+# /etc/acpi/PWRF/00000080, when this busybox has acpid (not confirmed for tc11's).
+start_acpid() {
+    if ! command -v "$APPLIANCE_ACPID" >/dev/null 2>&1; then
+        log "no acpid: the power button will do nothing"
+        return 0
+    fi
+    if "$APPLIANCE_ACPID" -c /etc/acpi -l /var/log/acpid.log >> "$APPLIANCE_LOG" 2>&1; then
+        log "acpid started (the power button powers off)"
+    else
+        log "acpid did not start: the power button will do nothing"
+    fi
+}
+
 log "boot codes: $(cat /proc/cmdline 2>/dev/null)"
 set_hostname
 set_password_hash
-start_ssh
+start_acpid
+if STATE=$(state_dir); then
+    bind_state "$STATE"
+    host_keys_from "$STATE"
+    start_ssh
+    host_keys_to "$STATE"
+else
+    start_ssh
+fi
 "$APPLIANCE_BOOTLOCAL" &

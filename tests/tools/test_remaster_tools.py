@@ -4,6 +4,7 @@ run by busybox sh (Tiny Core's shell) with their paths pointed into a temporary 
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -206,8 +207,9 @@ SHADOW = "root:*:18000:0:99999:7:::\ntc:$6$old$old:18000:0:99999:7:::\n"
 NEW_HASH = "$6$rounds=5000$saltsalt$" + "b" * 86
 
 
-def run_bootsync(tmp: Path) -> str:
+def run_bootsync(tmp: Path, **extra: str) -> str:
     env = {"PATH": "/usr/bin:/bin", "APPLIANCE_CONF": str(tmp / "conf"),
+           "APPLIANCE_TCEDIR_LINK": str(tmp / "tcedir"), **extra,
            "APPLIANCE_LOG": str(tmp / "boot.log"), "APPLIANCE_INITD": str(tmp / "init.d"),
            "APPLIANCE_SSH_DIR": str(tmp / "ssh"), "APPLIANCE_SHADOW": str(tmp / "shadow"),
            "APPLIANCE_SETHOSTNAME": str(tmp / "sethostname"),
@@ -265,7 +267,71 @@ def test_bootsync_ignores_a_hash_that_is_not_sha512(guest):
     assert "not a SHA-512 crypt hash" in log and "plainpassword" not in log
 
 
+def test_bootsync_starts_acpid_for_the_power_button_when_there_is_one(guest):
+    script(guest / "acpid", f'echo "$@" > {guest}/acpid.args\n')
+    log = run_bootsync(guest, APPLIANCE_ACPID=str(guest / "acpid"))
+    assert (guest / "acpid.args").read_text().split() == ["-c", "/etc/acpi", "-l",
+                                                         "/var/log/acpid.log"]
+    assert "acpid started" in log
+    (guest / "bootlocal.ran").unlink()
+    log = run_bootsync(guest, APPLIANCE_ACPID=str(guest / "no-such-acpid"))
+    assert "no acpid: the power button will do nothing" in log
+
+
 def test_bootsync_without_an_ssh_server_says_so_and_goes_on(guest):
     (guest / "init.d" / "openssh").unlink()
     log = run_bootsync(guest)
     assert "no SSH server" in log and (guest / "bootlocal.ran").exists()
+
+
+# --- bootsync.sh on a frugal install: state from the disk ----------------------------------
+
+STATE_DIRS = ("var/lib/containerd", "var/lib/faasd", "var/lib/faasd-provider")
+
+
+def mounts_on(target: Path) -> int:
+    return sum(1 for line in Path("/proc/mounts").read_text().splitlines()
+               if line.split()[1] == str(target))
+
+
+@pytest.fixture
+def frugal(guest):
+    """A disk with tce/ and appliance-state/ (as install-to-disk.sh leaves it) and the
+    tcedir link Tiny Core makes at boot; the binds are undone afterwards."""
+    state = guest / "disk" / "appliance-state"
+    (guest / "disk" / "tce").mkdir(parents=True)
+    (state / "var/lib/containerd").mkdir(parents=True)
+    (state / "var/lib/containerd" / "kept").write_text("from the last boot\n")
+    (state / "ssh").mkdir()
+    (state / "ssh" / "dropbear_ed25519_host_key").write_text("old host key\n")
+    (guest / "tcedir").symlink_to(guest / "disk" / "tce")
+    yield guest
+    for sub in STATE_DIRS:
+        while mounts_on(guest / "root" / sub):
+            subprocess.run(["umount", str(guest / "root" / sub)], check=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="bind mounts need root (CI runs as root)")
+def test_bootsync_binds_the_state_from_the_disk_once_and_keeps_host_keys(frugal):
+    root = frugal / "root"
+    log = run_bootsync(frugal, APPLIANCE_ROOT=str(root))
+    assert (root / "var/lib/containerd" / "kept").read_text() == "from the last boot\n"
+    for sub in STATE_DIRS:
+        assert mounts_on(root / sub) == 1, sub
+        assert f"{root}/{sub} is kept on the disk" in log
+    (root / "var/lib/faasd" / "secret").write_text("written at run time\n")
+    assert (frugal / "disk/appliance-state/var/lib/faasd/secret").exists()  # on the disk
+    ssh_dir = frugal / "ssh"
+    assert (ssh_dir / "dropbear_ed25519_host_key").read_text() == "old host key\n"
+    if shutil.which("ssh-keygen"):  # made at this boot, copied to the disk for the next
+        assert (frugal / "disk/appliance-state/ssh/ssh_host_ed25519_key").is_file()
+    (frugal / "bootlocal.ran").unlink()
+    run_bootsync(frugal, APPLIANCE_ROOT=str(root))  # a second run binds nothing twice
+    assert all(mounts_on(root / sub) == 1 for sub in STATE_DIRS)
+
+
+def test_bootsync_binds_nothing_without_appliance_state(guest):
+    (guest / "disk" / "tce").mkdir(parents=True)
+    (guest / "tcedir").symlink_to(guest / "disk" / "tce")
+    log = run_bootsync(guest, APPLIANCE_ROOT=str(guest / "root"))
+    assert "kept on the disk" not in log and not (guest / "root").exists()

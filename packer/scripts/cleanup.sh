@@ -1,0 +1,119 @@
+#!/bin/sh
+# cleanup.sh of tc-appliance: the last step on the installed system (as root, through
+# Packer) before it powers off. It removes everything unique to this machine that the build
+# created, so every copy of the image makes its own at its first boot (DESIGN.md section 9):
+# the faasd basic-auth secrets and the rest of containerd's and faasd's state (verify.sh
+# started them), the SSH host keys, DHCP leases, logs and shell history, and the build's SSH
+# key (the recipe's own authorized_keys, if its restore data has one, is put back). Then it
+# fills the free space with zeros so the qcow2 compresses, and syncs.
+#
+# Input: APPLIANCE_MODE (traditional|frugal), APPLIANCE_SERVICES (start order).
+set -eu
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export PATH
+
+: "${APPLIANCE_MODE:=traditional}"
+: "${APPLIANCE_SERVICES:=containerd faasd}"
+
+RECORD=/usr/local/share/tc-appliance
+STATE_DIRS="/var/lib/containerd /var/lib/faasd /var/lib/faasd-provider /var/lib/cni"
+INITD=/usr/local/etc/init.d
+
+say() {
+    echo "cleanup: $*"
+}
+
+stop_services() {
+    _reversed=""
+    for _service in $APPLIANCE_SERVICES; do
+        _reversed="$_service $_reversed"
+    done
+    for _service in $_reversed; do
+        if [ -x "$INITD/$_service" ]; then
+            "$INITD/$_service" stop >/dev/null 2>&1 || say "$_service stop failed; going on"
+        fi
+    done
+}
+
+# Leftover container mounts under the state folders would make rm fail half-way.
+unmount_below() {
+    awk -v d="$1/" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r |
+        while read -r _mount; do
+            umount "$_mount" 2>/dev/null || umount -l "$_mount" 2>/dev/null || true
+        done
+}
+
+empty_dir() {
+    [ -d "$1" ] || return 0
+    unmount_below "$1"
+    find "$1" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
+}
+
+# Frugal: the tce directory's disk, where the state and the backup live. Traditional: /.
+disk_root() {
+    if [ "$APPLIANCE_MODE" = frugal ]; then
+        _tce=$(readlink /etc/sysconfig/tcedir)
+        echo "${_tce%/*}"
+    else
+        echo ""
+    fi
+}
+
+remove_machine_state() {
+    for _dir in $STATE_DIRS; do
+        empty_dir "$_dir"
+    done
+    say "emptied $STATE_DIRS"
+    rm -f /usr/local/etc/ssh/*host*key*
+    if [ "$APPLIANCE_MODE" = frugal ]; then
+        rm -f "$DISK/appliance-state/ssh/"*
+    fi
+    say "removed the SSH host keys"
+    rm -f /var/lib/udhcpc/* /var/lib/dhcp/* /var/db/dhcpcd* 2>/dev/null || true
+    rm -f /home/tc/.ash_history /home/tc/.bash_history /root/.ash_history /root/.bash_history
+}
+
+# The build key out; the recipe's key (install-to-disk.sh kept it aside) back in.
+remove_build_key() {
+    if [ "$APPLIANCE_MODE" = frugal ]; then
+        if [ -f "$DISK/appliance-state/mydata.recipe.tgz" ]; then
+            mv "$DISK/appliance-state/mydata.recipe.tgz" "$DISK/tce/mydata.tgz"
+        else
+            rm -f "$DISK/tce/mydata.tgz"
+        fi
+    elif [ -f "$RECORD/authorized_keys.recipe" ]; then
+        mv "$RECORD/authorized_keys.recipe" /home/tc/.ssh/authorized_keys
+    else
+        rm -f /home/tc/.ssh/authorized_keys
+    fi
+    say "removed the build's SSH key"
+}
+
+truncate_logs() {
+    find /var/log -type f -exec sh -c ': >"$1"' _ {} \; 2>/dev/null || true
+    if [ "$APPLIANCE_MODE" = frugal ]; then
+        find "$DISK/appliance-state" -name '*.log' -type f -exec rm -f {} + 2>/dev/null || true
+    fi
+}
+
+# Zeros compress to nothing in the qcow2 (dd stops with "no space left", which is the point).
+zero_free_space() {
+    _fill=${DISK:-}/appliance-zero.fill
+    dd if=/dev/zero of="$_fill" bs=1M 2>/dev/null || true
+    sync
+    rm -f "$_fill"
+    sync
+    say "zeroed the free space of ${DISK:-/}"
+}
+
+main() {
+    [ "$(id -u)" -eq 0 ] || { echo "cleanup: ERROR: run as root" >&2; exit 1; }
+    DISK=$(disk_root)
+    stop_services
+    remove_machine_state
+    truncate_logs
+    remove_build_key
+    zero_free_space
+}
+
+main "$@"

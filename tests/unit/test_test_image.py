@@ -1,0 +1,249 @@
+"""test-image: argv builders, OVA disk selection, markers, verdicts, default images."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from appliance import boot_check, cli
+from appliance import test_image as ti
+from appliance.boot_check import BootResult, BootSpec, Marker, find_marker, qemu_argv
+from appliance.errors import PipelineError
+from tests.fakes import FakeRunner
+
+OVF = """<?xml version="1.0"?>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1"
+          xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1">
+  <References>
+    <File ovf:href="appliance-1.0-disk1.vmdk" ovf:id="file1"/>
+  </References>
+</Envelope>
+"""
+
+
+def spec(tmp_path: Path, accel: str = "tcg") -> BootSpec:
+    return BootSpec(tmp_path / "overlay.qcow2", accel, 2048, 1, tmp_path / "serial.log",
+                    Path("/tmp/ti-x/qmp1.sock"), 43210)
+
+
+def option(argv: list[str], flag: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+# --- argv builders ------------------------------------------------------------------------
+
+def test_qemu_argv_is_the_ovf_hardware_with_serial_file_qmp_and_gateway_forward(tmp_path):
+    argv = qemu_argv(spec(tmp_path))
+    assert argv[0] == "qemu-system-x86_64"
+    assert option(argv, "-accel") == ["tcg"]
+    assert option(argv, "-machine") == ["pc"]
+    assert option(argv, "-smp") == ["1"]
+    assert option(argv, "-m") == ["2048"]
+    assert option(argv, "-display") == ["none"]
+    assert option(argv, "-drive") == [f"file={tmp_path}/overlay.qcow2,if=ide,format=qcow2"]
+    assert option(argv, "-netdev") == ["user,id=net0,hostfwd=tcp:127.0.0.1:43210-:8080"]
+    assert option(argv, "-device") == ["e1000,netdev=net0"]
+    assert option(argv, "-serial") == [f"file:{tmp_path}/serial.log"]
+    assert option(argv, "-qmp") == ["unix:/tmp/ti-x/qmp1.sock,server=on,wait=off"]
+    assert "-no-reboot" not in argv  # the second boot follows a power-off, not a reboot
+
+
+def test_qemu_argv_takes_the_accelerator(tmp_path):
+    assert option(qemu_argv(spec(tmp_path, "kvm")), "-accel") == ["kvm"]
+
+
+def test_overlay_argv_names_the_backing_format_and_an_absolute_backing_path(tmp_path,
+                                                                           monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ti.overlay_argv(Path("out/a.vmdk"), "vmdk", tmp_path / "overlay.qcow2")
+    assert argv == ["qemu-img", "create", "-f", "qcow2", "-F", "vmdk",
+                    "-b", str(tmp_path / "out/a.vmdk"), str(tmp_path / "overlay.qcow2")]
+
+
+def test_free_port_is_a_port():
+    assert 0 < boot_check.free_port() < 65536
+
+
+# --- markers ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("serial, marker", [
+    ("Booting...\r\nAPPLIANCE-READY\r\n", Marker("ready")),
+    ("x\nAPPLIANCE-NOT-READY faasd\n", Marker("not-ready", "faasd")),
+    ("APPLIANCE-NOT-READY   containerd  \n", Marker("not-ready", "containerd")),
+    ("APPLIANCE-NOT-READY\n", Marker("not-ready", None)),
+    ("APPLIANCE-LIVE\n", Marker("live")),
+    ("APPLIANCE-NOT-READY containerd\nAPPLIANCE-READY\n", Marker("not-ready", "containerd")),
+])
+def test_find_marker(serial, marker):
+    assert find_marker(serial) == marker
+
+
+@pytest.mark.parametrize("serial", [
+    "", "[    1.2] Linux version 6.1\nbox login:", "APPLIANCE-READYX\n",
+    "echo APPLIANCE-READY\n", "APPLIANCE-VERIFY: PASS\n", "APPLIANCE-READY now\n",
+])
+def test_no_marker(serial):
+    assert find_marker(serial) is None
+
+
+def test_marker_problems():
+    assert Marker("ready").problem() is None
+    assert "service faasd" in Marker("not-ready", "faasd").problem()
+    assert "APPLIANCE-LIVE" in Marker("live").problem()
+
+
+# --- verdicts -----------------------------------------------------------------------------
+
+def test_pass_line_gives_both_boot_times():
+    verdict = ti.Verdict(Path("out/a.qcow2"), (BootResult(41.2), BootResult(37.9)))
+    assert verdict.passed
+    assert verdict.line() == "test-image: PASS out/a.qcow2 (boot 1: 41 s, boot 2: 38 s)"
+
+
+def test_pass_line_says_when_qemu_had_to_be_stopped():
+    verdict = ti.Verdict(Path("a.ova"), (BootResult(5, None, True), BootResult(6)))
+    assert verdict.line().endswith("(boot 1: 5 s, boot 2: 6 s; 1 ACPI power-off(s) ignored, "
+                                   "QEMU stopped)")
+
+
+def test_fail_line_names_the_reason_and_the_kept_serial_log():
+    verdict = ti.Verdict(Path("a.qcow2"), (BootResult(9, "x"),), "boot 1: no APPLIANCE-READY",
+                         Path("build/logs/test-image/a.qcow2.boot1-serial.log"))
+    assert not verdict.passed
+    assert verdict.line() == ("test-image: FAIL a.qcow2: boot 1: no APPLIANCE-READY; serial "
+                              "log kept at build/logs/test-image/a.qcow2.boot1-serial.log")
+
+
+# --- images -------------------------------------------------------------------------------
+
+def test_default_images_are_the_qcow2_then_the_ova_files(tmp_path):
+    for name in ("b.qcow2", "a.ova", "a.qcow2", "a.vmdk", "SHA256SUMS", "manifest.json"):
+        (tmp_path / name).write_bytes(b"")
+    assert ti.default_images(tmp_path) == [tmp_path / "a.qcow2", tmp_path / "b.qcow2",
+                                           tmp_path / "a.ova"]
+
+
+@pytest.mark.parametrize("exists", [True, False])
+def test_no_default_image_says_make_image(tmp_path, exists):
+    out = tmp_path / "out"
+    if exists:
+        out.mkdir()
+    with pytest.raises(PipelineError) as err:
+        ti.default_images(out)
+    assert "no image in" in err.value.message and "make image" in err.value.hint
+
+
+def test_image_kind():
+    assert ti.image_kind(Path("a.QCOW2")) == "qcow2"
+    assert ti.image_kind(Path("a.vmdk")) == "vmdk"
+    assert ti.image_kind(Path("a.ova")) == "ova"
+    with pytest.raises(PipelineError, match="not a .qcow2, .vmdk or .ova"):
+        ti.image_kind(Path("a.img"))
+
+
+def test_prepare_refuses_a_missing_image(tmp_path):
+    with pytest.raises(PipelineError, match="no such image"):
+        ti.prepare([tmp_path / "gone.qcow2"], FakeRunner())
+
+
+def test_check_format_names_the_format_and_reports_qemu_img(tmp_path):
+    image = tmp_path / "a.qcow2"
+    runner = FakeRunner(lambda argv: (1, "qemu-img: Could not open 'a.qcow2': Image is not "
+                                         "in qcow2 format"))
+    with pytest.raises(PipelineError) as err:
+        ti.check_format(runner, image, "qcow2")
+    assert runner.calls == [["qemu-img", "info", "-f", "qcow2", "--output=json", str(image)]]
+    assert err.value.message == (f"{image}: not a qcow2 disk image (qemu-img: Could not open "
+                                 "'a.qcow2': Image is not in qcow2 format)")
+
+
+def test_check_format_accepts_what_qemu_img_reads(tmp_path):
+    ti.check_format(FakeRunner(lambda argv: (0, '{\n"format": "vmdk"\n}')),
+                    tmp_path / "a.vmdk", "vmdk")
+
+
+# --- OVA ----------------------------------------------------------------------------------
+
+def test_ovf_file_refs_reads_namespaced_hrefs():
+    assert ti.ovf_file_refs(OVF) == ["appliance-1.0-disk1.vmdk"]
+    assert ti.ovf_file_refs("not xml <") == []
+
+
+def test_ova_disk_member_is_the_disk_the_ovf_names():
+    names = ["a.ovf", "a.mf", "other.vmdk", "appliance-1.0-disk1.vmdk"]
+    assert ti.ova_disk_member(names, OVF, Path("a.ova")) == "appliance-1.0-disk1.vmdk"
+
+
+def test_ova_disk_member_without_ovf_refs_is_the_first_vmdk():
+    names = ["a.ovf", "a.mf", "disk1.VMDK", "disk2.vmdk"]
+    assert ti.ova_disk_member(names, "<Envelope/>", Path("a.ova")) == "disk1.VMDK"
+    assert ti.ova_disk_member(names, None, Path("a.ova")) == "disk1.VMDK"
+
+
+def test_ova_without_a_vmdk_is_refused():
+    with pytest.raises(PipelineError, match=r"a.ova: no .vmdk disk in this OVA \(members: "
+                                            r"a.ovf, a.mf\)"):
+        ti.ova_disk_member(["a.ovf", "a.mf"], None, Path("a.ova"))
+
+
+def test_ova_whose_ovf_names_a_missing_disk_is_refused():
+    with pytest.raises(PipelineError, match="names the disk appliance-1.0-disk1.vmdk"):
+        ti.ova_disk_member(["a.ovf", "other.vmdk"], OVF, Path("a.ova"))
+
+
+def make_ova(path: Path, members: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_ova_member_reads_the_ovf_inside(tmp_path):
+    ova = make_ova(tmp_path / "a.ova", {"a.ovf": OVF.encode(), "a.mf": b"",
+                                        "x.vmdk": b"1", "appliance-1.0-disk1.vmdk": b"2"})
+    assert ti.ova_member(ova) == "appliance-1.0-disk1.vmdk"
+
+
+def test_ova_member_refuses_what_is_no_tar(tmp_path):
+    ova = tmp_path / "a.ova"
+    ova.write_bytes(b"\x00" * 10 + b"not a tar" * 100)
+    with pytest.raises(PipelineError, match="not an OVA"):
+        ti.ova_member(ova)
+
+
+def test_extract_member_writes_under_the_base_name_only(tmp_path):
+    ova = make_ova(tmp_path / "a.ova", {"a.ovf": b"", "../up/disk.vmdk": b"disk bytes"})
+    dest = tmp_path / "work"
+    dest.mkdir()
+    out = ti.extract_member(ova, "../up/disk.vmdk", dest)
+    assert out == dest / "disk.vmdk" and out.read_bytes() == b"disk bytes"
+    assert not (tmp_path / "up").exists()
+
+
+# --- command line -------------------------------------------------------------------------
+
+def test_cli_test_image_options():
+    args = cli.parser().parse_args(["test-image", "a.qcow2", "b.ova", "--memory", "1024",
+                                    "--timeout", "60", "--shutdown-timeout", "5"])
+    assert args.image == [Path("a.qcow2"), Path("b.ova")]
+    assert (args.memory, args.timeout, args.shutdown_timeout) == (1024, 60, 5)
+    defaults = cli.parser().parse_args(["test-image"])
+    assert defaults.image == [] and defaults.memory == ti.DEFAULT_MEMORY_MB
+    assert defaults.timeout is None
+
+
+def test_cli_test_image_without_images_says_make_image(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("APPLIANCE_OUT", str(tmp_path / "out"))
+    assert cli.main(["test-image"]) == 1
+    err = capsys.readouterr().err
+    assert "no image in" in err and "make image" in err and "Traceback" not in err
+
+
+def test_cli_test_image_refuses_a_tiny_memory(capsys):
+    assert cli.main(["test-image", "--memory", "8"]) == 1
+    assert "--memory" in capsys.readouterr().err

@@ -1,0 +1,191 @@
+"""`make demo`, end to end on the stand-in, in both install modes (issue: the packer stage).
+
+Each mode runs the real `make demo` into a build folder of its own, from empty to a verified
+qcow2: the stand-in is built (cached) and served for the duration of the build, Packer boots
+the remastered ISO under QEMU, install-to-disk.sh installs, the VM reboots into the disk and
+verify.sh prints APPLIANCE-VERIFY: PASS. The same build folder then serves:
+- the negative control (DESIGN.md section 9): the live ISO, containerd loaded from the CD by
+  hand, runc's pivot_root fails with "invalid argument" because / is the initramfs;
+- Ctrl-C during `packer build`: Packer and QEMU stop, no stray qemu, the last good build stays.
+Pass/fail comes from Packer's output, the serial console and SSH, never from a sleep.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from appliance import keys
+from appliance.paths import REPO, cache_root
+from tests.vm.qemu_harness import VM
+
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(5400)]
+
+DEMO_TIMEOUT_S = 3600
+LIVE_TIMEOUT_S = 600
+IMAGE = "docker.io/standin/busybox:1.35.0"
+PHASES = ["boot", "ssh", "install", "reboot", "verify", "cleanup", "shutdown", "convert"]
+
+
+class Demo:
+    def __init__(self, root: Path, mode: str):
+        self.root, self.mode = root, mode
+        self.build, self.out = root / "build", root / "out"
+        self.env = {**os.environ, "APPLIANCE_BUILD": str(self.build),
+                    "APPLIANCE_OUT": str(self.out)}
+        self.log = root / "demo.log"
+
+    def run(self) -> subprocess.CompletedProcess:
+        with open(self.log, "w") as log:
+            return subprocess.run(["make", "demo", f"INSTALL_MODE={self.mode}"], cwd=REPO,
+                                  env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                  timeout=DEMO_TIMEOUT_S)
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def qcow2(self) -> Path:
+        return next((self.build / "packer").glob("*.qcow2"))
+
+
+def run_demo(tmp_path_factory, mode: str) -> Demo:
+    demo = Demo(tmp_path_factory.mktemp(f"demo-{mode}"), mode)
+    result = demo.run()
+    assert result.returncode == 0, demo.output()[-6000:]
+    return demo
+
+
+@pytest.fixture(scope="module")
+def traditional(tmp_path_factory) -> Demo:
+    return run_demo(tmp_path_factory, "traditional")
+
+
+@pytest.fixture(scope="module")
+def frugal(tmp_path_factory) -> Demo:
+    return run_demo(tmp_path_factory, "frugal")
+
+
+def qemu_img_info(path: Path) -> dict:
+    text = subprocess.run(["qemu-img", "info", "--output=json", str(path)], check=True,
+                          capture_output=True, text=True).stdout
+    return json.loads(text)
+
+
+def check_verified(demo: Demo, root_line: str) -> None:
+    output = demo.output()
+    assert "packer: APPLIANCE-VERIFY: PASS" in output
+    assert root_line in output
+    assert "verify: a container of " in output and "ran on the CNI bridge" in output
+    assert re.search(r"verify: faasd gateway \S+: 200", output)
+    report = json.loads((demo.build / "packer" / "build.json").read_text())
+    assert report["install_mode"] == demo.mode
+    assert list(report["phases"]) == PHASES
+    info = qemu_img_info(demo.qcow2())
+    assert info["format"] == "qcow2" and info["virtual-size"] == 2048 * 1024 * 1024
+    assert not (demo.build / "packer" / "output").exists()
+    assert (demo.build / "logs" / "packer-serial.log").stat().st_size > 0
+
+
+def test_make_demo_traditional_gives_a_verified_qcow2(traditional):
+    check_verified(traditional, "verify: / is ext4 (traditional install)")
+    output = traditional.output()
+    assert "install-to-disk: boot line: root=/dev/sda1 console=tty0 console=ttyS0,115200" in output
+    assert "demo: stand-in servers stopped" in output
+
+
+def test_make_demo_frugal_gives_a_verified_qcow2(frugal):
+    check_verified(frugal, "verify: / is tmpfs (frugal install)")
+    output = frugal.output()
+    assert "install-to-disk: boot line: noembed tce=sda1 console=tty0 console=ttyS0,115200" in output
+    assert "extensions loaded from /mnt/sda1/tce/optional" in output
+    assert "/var/lib/containerd is kept on the disk" in output
+
+
+# --- the negative control: containers on the live system ----------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ssh(port: int, command: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    key = keys.key_path(cache_root() / "keys")
+    return subprocess.run(
+        ["ssh", "-i", str(key), "-p", str(port), "-o", "StrictHostKeyChecking=no",
+         "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+         "-o", "ConnectTimeout=30", "tc@127.0.0.1",
+         "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; " + command],
+        capture_output=True, text=True, timeout=timeout)
+
+
+def test_negative_control_runc_cannot_pivot_root_on_the_live_iso(traditional, tmp_path):
+    iso = next((traditional.build / "remaster").glob("*.iso"))
+    port = free_port()
+    with VM(tmp_path, cdrom=iso, boot="d", hostfwd=[(port, 22)], memory_mb=1024,
+            name="negative") as vm:
+        assert vm.wait_for(r"^(APPLIANCE-[A-Z-]+)", LIVE_TIMEOUT_S).group(1) == "APPLIANCE-LIVE"
+        cd = "/mnt/sr0/cde/optional"
+        steps = [
+            "awk '$2 == \"/\" { t = $3 } END { print \"root=\" t }' /proc/mounts",
+            f"tce-load -i {cd}/containerd.tcz {cd}/faasd-images.tcz >/dev/null",
+            "sudo /usr/local/etc/init.d/containerd start >/dev/null",
+            "archive=$(awk '{ print $1; exit }' /usr/local/share/faasd/images/images.lst)",
+            "sudo ctr images import /usr/local/share/faasd/images/$archive >/dev/null",
+            f"sudo ctr run --rm {IMAGE} negative /bin/true > /tmp/run.log 2>&1; echo rc=$?",
+            "cat /tmp/run.log",
+        ]
+        result = ssh(port, " && ".join(steps[:-2]) + "; " + "; ".join(steps[-2:]))
+        assert result.returncode == 0, result.stderr + vm.tail()
+    lines = result.stdout.splitlines()
+    assert lines[0] == "root=rootfs"  # the live system runs from the initramfs
+    assert "rc=0" not in lines and any(line.startswith("rc=") for line in lines)
+    assert re.search(r"pivot_root[^:]*: invalid argument", result.stdout), result.stdout
+
+
+# --- Ctrl-C during packer build --------------------------------------------------------------
+
+
+def qemu_processes(serial_log: Path) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines()
+            if "qemu-system" in line and str(serial_log) in line]
+
+
+def test_ctrl_c_stops_packer_and_qemu_and_keeps_the_last_build(traditional):
+    qcow2 = traditional.qcow2()
+    before = qcow2.stat().st_size, qcow2.stat().st_mtime
+    overlay = traditional.build / "standin" / "standin.toml"
+    argv = [sys.executable, str(REPO / "pipeline.py"), "build", "-c",
+            str(REPO / "tests" / "standin" / "recipe.toml"), "-c", str(overlay),
+            "--lock", str(traditional.build / "standin" / "standin.lock"), "--locked",
+            "--force", "packer", "--until", "packer", "--offline"]
+    proc = subprocess.Popen(argv, cwd=REPO, env=traditional.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    seen = []
+    deadline = time.monotonic() + 600
+    for line in proc.stdout:  # type: ignore[union-attr]
+        seen.append(line)
+        if "phase ssh" in line or time.monotonic() > deadline:
+            break
+    serial = traditional.build / "logs" / "packer-serial.log"
+    assert qemu_processes(serial), "".join(seen)  # QEMU is up
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends
+    rest, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    deadline = time.monotonic() + 30
+    while qemu_processes(serial) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not qemu_processes(serial), "".join(seen) + rest
+    assert "Traceback" not in rest
+    assert (qcow2.stat().st_size, qcow2.stat().st_mtime) == before  # the last good build
