@@ -22,11 +22,12 @@ APT_PACKAGES := $(IMAGE_PACKAGES) $(TEST_PACKAGES)
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: help deps image-deps apt venv image demo lock test test-fast test-tools test-vm lint clean distclean
+.PHONY: help deps image-deps apt venv image demo bench lock test test-fast test-tools test-vm lint clean distclean
 
 help:
 	@echo "make image      build the appliance (installs deps, locks if no appliance.lock, builds)"
 	@echo "make demo       the whole pipeline offline on the stand-in (INSTALL_MODE=frugal too)"
+	@echo "make bench      one cold + no-op build, remaster vs xorriso, sizes, boot time (table)"
 	@echo "make test       run every test tier: unit, tools and vm (what CI runs)"
 	@echo "make test-fast  unit tests only (seconds)"
 	@echo "make lint       ruff + shellcheck"
@@ -71,6 +72,11 @@ image: image-deps
 # builds (cached) and serves on 127.0.0.1 for the duration of the build.
 demo: deps
 	$(PY) -m tests.standin.demo --mode $(INSTALL_MODE) $(PIPELINE_ARGS)
+
+# Benchmarks (never timed tests): a cold and a no-op build on the stand-in in build/bench/,
+# remaster vs xorriso, sizes and boot-to-ready; prints a table, also in build/bench/bench.md.
+bench: deps
+	$(PY) -m tests.standin.bench $(PIPELINE_ARGS)
 
 lock: image-deps
 	$(PY) pipeline.py lock -c $(RECIPE)

@@ -189,3 +189,41 @@ def test_ctrl_c_stops_packer_and_qemu_and_keeps_the_last_build(traditional):
     assert not qemu_processes(serial), "".join(seen) + rest
     assert "Traceback" not in rest
     assert (qcow2.stat().st_size, qcow2.stat().st_mtime) == before  # the last good build
+
+
+# --- the deliverables (export stage) and test-image ------------------------------------------
+
+
+def run_test_image(demo: Demo, *images: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "pipeline.py"), "test-image",
+                           *map(str, images)], cwd=REPO, env=demo.env, capture_output=True,
+                          text=True, timeout=DEMO_TIMEOUT_S)
+
+
+def test_make_demo_fills_out_with_the_deliverables(traditional):
+    stem = traditional.qcow2().stem
+    names = sorted(p.name for p in traditional.out.iterdir())
+    assert names == sorted([f"{stem}.qcow2", f"{stem}.ova", "SHA256SUMS", "manifest.json"])
+    check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=traditional.out,
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    manifest = json.loads((traditional.out / "manifest.json").read_text())
+    assert manifest["accelerator"] in ("kvm", "tcg")
+
+
+def test_image_boots_the_qcow2_and_the_ovas_disk_twice_each(traditional):
+    result = run_test_image(traditional)  # default: every qcow2 and OVA in out/
+    assert result.returncode == 0, result.stdout + result.stderr[-4000:]
+    verdicts = [line for line in result.stdout.splitlines() if line.startswith("test-image:")]
+    assert len(verdicts) == 2 and all(v.startswith("test-image: PASS") for v in verdicts)
+    assert any(".qcow2 " in v for v in verdicts) and any(".ova " in v for v in verdicts)
+    assert all(re.search(r"boot 1: \d+ s, boot 2: \d+ s", v) for v in verdicts)
+    # busybox acpid in the appliance turns the ACPI power button into a clean poweroff
+    assert result.stderr.count("powered off") == 4, result.stderr[-4000:]
+
+
+def test_image_boots_the_frugal_install_twice(frugal):
+    stem = frugal.qcow2().stem
+    result = run_test_image(frugal, frugal.out / f"{stem}.qcow2")
+    assert result.returncode == 0, result.stdout + result.stderr[-4000:]
+    assert result.stdout.startswith("test-image: PASS")
