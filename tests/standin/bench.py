@@ -85,7 +85,7 @@ class Report:
             ("remaster / xorriso", ratio_text(self.remaster_s, self.xorriso_s)),
         ]
         rows += [(f"size: {name}", size_text(n)) for name, n in self.sizes]
-        rows += [(f"boot-to-ready, boot {n} ({self.accel})", seconds(s))
+        rows += [(f"boot-to-ready, boot {n} ({self.accel})", f"{s:g} s")  # whole seconds
                  for n, s in enumerate(self.boots, 1)]
         return rows
 

@@ -83,7 +83,7 @@ def test_table_is_markdown_with_one_row_per_metric():
     assert rows["remaster / xorriso"] == "2.0x"
     assert rows["size: faasd.tcz"] == "8.0 KiB"
     assert rows["size: live ISO a.iso"] == "80.0 MiB"
-    assert rows["boot-to-ready, boot 2 (tcg)"] == "71.0 s"
+    assert rows["boot-to-ready, boot 2 (tcg)"] == "71 s"
 
 
 def test_a_pipe_in_a_metric_name_cannot_break_the_table():
