@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -47,3 +49,42 @@ def test_packer_validate_catches_a_bad_value(rendered):
     packer_template.render(REPO / "packer", work, values, packer_build.packer_version())
     with pytest.raises(ToolError, match="accelerator"):
         validate(work)
+
+
+SCRIPTS = sorted((REPO / "packer" / "scripts").glob("*.sh"))
+
+
+def test_the_guest_scripts_pass_shellcheck_for_posix_sh():
+    assert [p.name for p in SCRIPTS] == ["cleanup.sh", "install-to-disk.sh", "verify.sh"]
+    proc = subprocess.run(["shellcheck", "-s", "sh", *map(str, SCRIPTS)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
+
+
+def run_verify(mode: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {"PATH": "/usr/bin:/bin", "APPLIANCE_MODE": mode,
+           "APPLIANCE_BOOT_LOG": str(tmp_path / "boot.log")}
+    return subprocess.run(["busybox", "sh", str(REPO / "packer" / "scripts" / "verify.sh")],
+                          env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="verify.sh refuses to run as a user")
+def test_verify_prints_one_fail_line_and_exits_1_when_root_is_not_the_install(tmp_path):
+    root = subprocess.run(["awk", '$2 == "/" { t = $3 } END { print t }', "/proc/mounts"],
+                          capture_output=True, text=True).stdout.strip()
+    assert root != "tmpfs"  # this host's / is not what a frugal install boots into
+    (tmp_path / "boot.log").write_text("bootlocal: APPLIANCE-READY\n")
+    result = run_verify("frugal", tmp_path)
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[-1] == (
+        f"APPLIANCE-VERIFY: FAIL / is {root}, not what a frugal install boots into")
+    assert "verify: boot log: bootlocal: APPLIANCE-READY" in result.stdout  # context shown
+    assert "PASS" not in result.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="verify.sh refuses to run as a user")
+def test_verify_refuses_an_unknown_mode(tmp_path):
+    result = run_verify("scatter", tmp_path)
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[-1] == (
+        "APPLIANCE-VERIFY: FAIL APPLIANCE_MODE=scatter: expected traditional or frugal")
