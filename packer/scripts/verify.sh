@@ -106,6 +106,19 @@ check_frugal_extensions() {
     say "$(wc -l <"$_tce/onboot.lst") extensions loaded from $_tce/optional"
 }
 
+# Frugal: what containerd and faasd write must land on the disk (bootsync.sh binds it),
+# not in the tmpfs root, or a reboot loses it.
+check_frugal_state() {
+    for _dir in /var/lib/containerd /var/lib/faasd /var/lib/faasd-provider; do
+        _on=$(awk -v d="$_dir" '$2 == d { print $1 " " $3 }' /proc/mounts | tail -n 1)
+        case "$_on" in
+            /dev/*" ext"[234]) say "$_dir is on the disk (${_on%% *})" ;;
+            "") fail "$_dir is not bound to the disk: its state would be lost at a reboot" ;;
+            *) fail "$_dir is on ${_on}, not on the disk" ;;
+        esac
+    done
+}
+
 check_cgroups() {
     _mounted=$(awk '$3 == "cgroup" || $3 == "cgroup2" { n++ } END { print n + 0 }' /proc/mounts)
     [ "$_mounted" -gt 0 ] || fail "no cgroup file system is mounted (containerd: no cgroup mount found in mountinfo)"
@@ -198,6 +211,9 @@ main() {
     check_root
     check_not_from_cd
     "check_${APPLIANCE_MODE}_extensions"
+    if [ "$APPLIANCE_MODE" = frugal ]; then
+        check_frugal_state
+    fi
     wait_for_services
     check_cgroups
     check_ctr

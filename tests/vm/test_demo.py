@@ -107,7 +107,7 @@ def test_make_demo_frugal_gives_a_verified_qcow2(frugal):
     output = frugal.output()
     assert "install-to-disk: boot line: noembed tce=sda1 console=tty0 console=ttyS0,115200" in output
     assert "extensions loaded from /mnt/sda1/tce/optional" in output
-    assert "/var/lib/containerd is kept on the disk" in output
+    assert "verify: /var/lib/containerd is on the disk (/dev/sda1)" in output  # bootsync's bind
 
 
 # --- the negative control: containers on the live system ----------------------------------
