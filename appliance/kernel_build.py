@@ -218,7 +218,8 @@ def tar_argv(tarball: Path, dest: Path) -> list[str]:
 
 
 def make_argv(src: Path, targets: list[str], jobs: int | None = None) -> list[str]:
-    return ["make", "-C", str(src), *(["-j", str(jobs)] if jobs else []), *targets]
+    return ["make", "--no-print-directory", "-C", str(src),
+            *(["-j", str(jobs)] if jobs else []), *targets]
 
 
 def module_make_argv(src: Path, folder: str, jobs: int) -> list[str]:
@@ -236,13 +237,21 @@ def config_argv(src: Path, settings: dict[str, str]) -> list[str]:
     return [str(src / argv[0]), *argv[1:]]  # run with cwd=src: --file .config
 
 
-def build_env(source_date_epoch: int) -> dict[str, str]:
+# A make that started the pipeline (`make demo`, `make image`) passes these down; the
+# kernel's make would then print "Entering/Leaving directory" lines (kernelrelease's output
+# is read) and join a jobserver that is not its own.
+PARENT_MAKE_VARS = ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES", "MAKE_TERMOUT",
+                    "MAKE_TERMERR")
+
+
+def build_env(source_date_epoch: int) -> dict[str, str | None]:
     """Fixed build stamps (a reproducible vmlinuz64); LOCALVERSION set, even empty, stops
     setlocalversion from appending '+' to the release."""
     stamp = datetime.datetime.fromtimestamp(source_date_epoch, datetime.UTC)
     return {"ARCH": "x86_64", "LOCALVERSION": "", "LC_ALL": "C",
             "KBUILD_BUILD_USER": "tc-appliance", "KBUILD_BUILD_HOST": "tc-appliance",
-            "KBUILD_BUILD_TIMESTAMP": stamp.strftime("%a %b %d %H:%M:%S UTC %Y")}
+            "KBUILD_BUILD_TIMESTAMP": stamp.strftime("%a %b %d %H:%M:%S UTC %Y"),
+            **dict.fromkeys(PARENT_MAKE_VARS)}
 
 
 # --- running the steps --------------------------------------------------------------------

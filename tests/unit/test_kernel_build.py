@@ -38,14 +38,14 @@ BUILDS = {"config": "release/src/kernel/config", "source": "release/src/kernel/l
 def test_argv_builders():
     assert kernel_build.tar_argv(Path("/c/linux.txz"), Path("/w/src")) == [
         "tar", "-xf", "/c/linux.txz", "-C", "/w/src", "--no-same-owner"]
-    assert kernel_build.make_argv(SRC, ["olddefconfig"]) == ["make", "-C", str(SRC),
-                                                            "olddefconfig"]
+    assert kernel_build.make_argv(SRC, ["olddefconfig"]) == [
+        "make", "--no-print-directory", "-C", str(SRC), "olddefconfig"]
     assert kernel_build.make_argv(SRC, ["modules_prepare"], 2) == [
-        "make", "-C", str(SRC), "-j", "2", "modules_prepare"]
+        "make", "--no-print-directory", "-C", str(SRC), "-j", "2", "modules_prepare"]
     assert kernel_build.module_make_argv(SRC, "fs/overlayfs", 4) == [
-        "make", "-C", str(SRC), "-j", "4", "M=fs/overlayfs", "KBUILD_MODPOST_WARN=1", "modules"]
+        "make", "--no-print-directory", "-C", str(SRC), "-j", "4", "M=fs/overlayfs", "KBUILD_MODPOST_WARN=1", "modules"]
     assert kernel_build.modules_install_argv(SRC, Path("/w/modroot"), "/sbin/depmod") == [
-        "make", "-C", str(SRC), "INSTALL_MOD_PATH=/w/modroot", "DEPMOD=/sbin/depmod",
+        "make", "--no-print-directory", "-C", str(SRC), "INSTALL_MOD_PATH=/w/modroot", "DEPMOD=/sbin/depmod",
         "modules_install"]
     assert kernel_build.config_argv(SRC, {"OVERLAY_FS": "m", "MEMCG": "y"}) == [
         f"{SRC}/scripts/config", "--file", ".config", "--module", "OVERLAY_FS",
@@ -61,6 +61,8 @@ def test_build_env_fixes_the_stamps_and_stops_the_plus_suffix():
     assert env["LOCALVERSION"] == ""  # set (even empty): setlocalversion appends no '+'
     assert env["KBUILD_BUILD_TIMESTAMP"] == "Mon Jan 01 00:00:00 UTC 2024"
     assert env["ARCH"] == "x86_64"
+    # a make that started the pipeline (make demo) must not reach the kernel's make
+    assert {env[v] for v in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")} == {None}
 
 
 # --- kernel/modules.toml and kernel/containers.config ---------------------------------------
