@@ -157,9 +157,18 @@ def test_negative_control_runc_cannot_pivot_root_on_the_live_iso(traditional, tm
 
 
 def qemu_processes(serial_log: Path) -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines()
-            if "qemu-system" in line and str(serial_log) in line]
+    """QEMU processes whose command line names this serial log (read from /proc: ps may cut
+    a long command line short)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:  # the process ended meanwhile
+            continue
+        text = " ".join(a.decode(errors="replace") for a in args)
+        if args and b"qemu-system" in args[0] and str(serial_log) in text:
+            found.append(f"{cmdline.parent.name} {text}")
+    return found
 
 
 def test_ctrl_c_stops_packer_and_qemu_and_keeps_the_last_build(traditional):
