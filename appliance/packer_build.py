@@ -107,9 +107,9 @@ def failure(progress: Progress, build: packer_template.Build, logs: Path) -> Sta
         "the serial console shows what the guest did; rerun with `build --force packer`")
 
 
-def run_packer(ctx, build: packer_template.Build, logs: Path) -> Progress:
+def run_packer(ctx, build: packer_template.Build, logs: Path,
+               version: tuple[int, ...]) -> Progress:
     env = packer_env(logs)
-    version = packer_version()
     if packer_template.needs_plugins_file(version):
         ctx.runner.run(init_argv(build.work), cwd=build.work, env=env, log="packer")
     ctx.runner.run(validate_argv(build.work), cwd=build.work, env=env, log="packer")
@@ -146,6 +146,7 @@ def run(ctx, work: Path) -> dict[str, Path]:
     (logs / "packer-debug.log").unlink(missing_ok=True)
     build = inputs(ctx, work, logs)
     values = packer_template.values(ctx.recipe, build)
-    packer_template.render(data_dir("packer"), work, values, packer_version())
-    progress = run_packer(ctx, build, logs)
+    version = packer_version()
+    packer_template.render(data_dir("packer"), work, values, version)
+    progress = run_packer(ctx, build, logs, version)
     return collect(ctx, build, progress)

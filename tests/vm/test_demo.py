@@ -16,7 +16,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from appliance import keys
+from appliance.boot_check import free_port
 from appliance.paths import REPO, cache_root
 from tests.vm.qemu_harness import VM
 
@@ -111,12 +111,6 @@ def test_make_demo_frugal_gives_a_verified_qcow2(frugal):
 
 
 # --- the negative control: containers on the live system ----------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def ssh(port: int, command: str, timeout: float = 600) -> subprocess.CompletedProcess:
