@@ -8,15 +8,16 @@ import sys
 import traceback
 from pathlib import Path
 
-from appliance import config, doctor, kernel, log, test_image
+from appliance import config, doctor, log
 from appliance import lock as lockfile
-from appliance.build import STAGES, Context, select_lock, stage_runner
+from appliance.context import Context, select_lock
 from appliance.errors import PipelineError
 from appliance.fetch import Fetcher
 from appliance.paths import REPO, build_root, out_root
 from appliance.run import Runner
-
-STAGE_NAMES = [s.name for s in STAGES]
+from appliance.stages.kernel import check as kernel
+from appliance.stages.order import STAGE_NAMES, stage_runner
+from appliance.vm import image_test as test_image
 
 
 def add_recipe_args(p: argparse.ArgumentParser) -> None:

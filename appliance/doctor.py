@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.errors import PipelineError
-from appliance.qemu import accelerator
 from appliance.run import install_hint
 from appliance.tools import VERSION_ARGV, packer_generation, parse_version, tool_version
+from appliance.vm.qemu import accelerator
 
 MIN_FREE_GIB = 10
 # tool -> what it is needed for; "optional" tools only serve tests and benchmarks

@@ -14,12 +14,13 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from appliance import images, log
+from appliance import log
 from appliance.config import Image, Recipe
 from appliance.errors import ChecksumError, LockError
 from appliance.fetch import Download, Fetcher, md5_file, parse_checksum_file, sha256_file
 from appliance.run import Runner
-from appliance.tinycore import TinyCoreRepo
+from appliance.stages.extensions import images
+from appliance.tinycore.repository import TinyCoreRepo
 
 LOCK_FORMAT = 1
 

@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# Machinery templates the engine ships (the OVF envelope, the accelerator probe source).
+RESOURCES = Path(__file__).resolve().parent / "resources"
 
 
 def cache_root() -> Path:

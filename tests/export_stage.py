@@ -2,7 +2,7 @@
 
 A stand-in packer stage (the real one is built elsewhere) hands over a given qcow2 and a
 build.json through the engine, so build/packer/stamp.json is written exactly as the engine
-writes it; the export stage is the one from appliance.build.STAGES. Deliverables go to
+writes it; the export stage is appliance.stages.export.STAGE. Deliverables go to
 `<tmp>/out` (APPLIANCE_OUT), the build to `<tmp>/build`.
 """
 
@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance import config
-from appliance.build import STAGES, Context
+from appliance.context import Context
+from appliance.engine import Decision, Stage, StageRunner
 from appliance.fetch import Fetcher
 from appliance.lock import Lock, Pin, identity
-from appliance.stages import Decision, Stage, StageRunner
+from appliance.stages.export import stage as export_stage
 
 EPOCH = 1_700_000_000
 RECIPE = """
@@ -41,7 +42,7 @@ PINS = (
         "http://127.0.0.1:9/containerd-1.7.0-linux-amd64.tar.gz", "3" * 64, None,
         "sha256 from containerd-1.7.0-linux-amd64.tar.gz.sha256sum"),
 )
-EXPORT = next(s for s in STAGES if s.name == "export")
+EXPORT = export_stage.STAGE
 BASE = "tca-1.2.3"
 
 

@@ -33,18 +33,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from appliance import iso_remaster
-from appliance.build import STAGES
+from appliance.engine import outputs_of
 from appliance.errors import PipelineError
 from appliance.paths import REPO, build_root
-from appliance.release_manifest import stage_timings
 from appliance.run import Result, Runner
-from appliance.stages import outputs_of
+from appliance.stages.export.release_manifest import stage_timings
+from appliance.stages.order import STAGE_NAMES
+from appliance.stages.remaster import stage as iso_remaster
 from tests.standin import mirror, releases
 from tests.standin.demo import build_argv, mirror_served, registry_served
 from tests.standin.server import lock_argv
 
-STAGE_NAMES = [s.name for s in STAGES]
 # `==> fetch: up to date, skipped`, `==> kernel: nothing to do (...)` (appliance/stages.py)
 SKIP_LINE = re.compile(r"^==> (?P<stage>[\w-]+): (?:up to date, skipped|nothing to do\b)")
 # `test-image: PASS <image> (boot 1: 93 s, boot 2: 71 s)` (appliance/test_image.py)

@@ -1,9 +1,11 @@
-"""The stand-in's cpio writer is the product's: appliance/cpio.py (re-exported here so the
-stand-in's modules keep importing `tests.standin.cpio`)."""
+"""The stand-in's cpio writer is the product's (appliance/tinycore/cpio.py, re-exported here
+so the stand-in's modules keep importing `tests.standin.cpio`), plus device nodes, which only
+the stand-in's own initramfs and test disks carry."""
 
-from appliance.cpio import (  # noqa: F401
+import stat
+
+from appliance.tinycore.cpio import (  # noqa: F401
     Entry,
-    char_device,
     directory,
     file,
     gzip_newc,
@@ -17,3 +19,7 @@ from appliance.cpio import (  # noqa: F401
     tree,
     with_parents,
 )
+
+
+def char_device(path: str, major: int, minor: int, perm: int = 0o600) -> Entry:
+    return Entry(path, stat.S_IFCHR | perm, rdev=(major, minor))

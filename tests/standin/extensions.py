@@ -16,8 +16,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from appliance import tcz
 from appliance.run import Runner
+from appliance.tinycore import tcz
 from tests.standin import cache, debfiles, module_extensions
 
 INTERPRETER = "/lib/ld-linux-x86-64.so.2"

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.errors import StageError, ToolError
-from appliance.kernel_build import defined_symbols
 from appliance.paths import cache_root
 from appliance.run import Runner
+from appliance.stages.kernel.stage import defined_symbols
 from tests.standin import kernel_options
 from tests.standin.kernelconfig import (
     OptionList,

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from appliance import tcz
 from appliance.fetch import sha256_file
 from appliance.paths import build_root
 from appliance.run import Runner
+from appliance.tinycore import tcz
 from tests.standin import cache, debfiles, extensions, registry, releases
 
 if TYPE_CHECKING:

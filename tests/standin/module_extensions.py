@@ -18,8 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance import tcz
 from appliance.run import Runner
+from appliance.tinycore import tcz
 from tests.standin import kernel_options
 
 BASE = "corepure64.gz"

@@ -16,11 +16,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from appliance import extensions, tcz
 from appliance.config import Recipe
+from appliance.engine import Stage, StageRunner
 from appliance.lock import Lock, Pin
 from appliance.run import Runner
-from appliance.stages import Stage, StageRunner
+from appliance.stages.extensions import stage as extensions
+from appliance.tinycore import tcz
 from appliance.tools import tool_version
 
 pytestmark = pytest.mark.tools
@@ -114,8 +115,7 @@ def context(tmp: Path, build_root: Path, inputs: dict) -> SimpleNamespace:
     lock = Lock({}, {pin.key: pin}, ["base.tcz"], {"base.tcz": []})
     return SimpleNamespace(recipe=recipe, lock=lock, build_root=build_root,
                            runner=CountingRunner(tmp / "logs", echo=lambda line: None),
-                           fetcher=SimpleNamespace(offline=True),
-                           extra_key=lambda stage: extensions.extra_key(lock))
+                           fetcher=SimpleNamespace(offline=True))
 
 
 class CountingRunner(Runner):

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from appliance import images
 from appliance.config import Image
 from appliance.paths import REPO
 from appliance.run import Runner
+from appliance.stages.extensions import images
 from tests import extensions_stage
 from tests.standin import cache, registry
 

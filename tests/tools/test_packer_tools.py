@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from appliance import config, packer_build, packer_template
+from appliance import config
 from appliance.errors import ToolError
 from appliance.paths import REPO
 from appliance.run import Runner
+from appliance.stages.packer import stage as packer_build
+from appliance.stages.packer import template as packer_template
 
 pytestmark = pytest.mark.tools
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from appliance import qemu
 from appliance.run import Runner
+from appliance.vm import qemu
 
 pytestmark = pytest.mark.tools
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from appliance import cde, initrd
-from appliance.iso_remaster import TEMPLATES, Inputs, remaster
+from appliance.stages.remaster import cde
+from appliance.stages.remaster.stage import TEMPLATES, Inputs, remaster
+from appliance.tinycore import initrd
 from tests.standin.iso import ISOLINUX_BIN, LDLINUX_C32, xorriso_argv
 from tests.unit.test_isolinux import STOCK
 from tests.unit.test_remaster import EPOCH, KEY, Opened, base_initrd, extensions

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.stages import STAMP
+from appliance.engine import STAMP
 from tests.standin import bench
 
 PASS = ("test-image: PASS /x/out/tc-appliance-0.1.0.qcow2 "

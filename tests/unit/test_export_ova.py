@@ -7,8 +7,8 @@ import tarfile
 
 import pytest
 
-from appliance import ova
 from appliance.errors import StageError
+from appliance.stages.export import ova
 
 EPOCH = 1_700_000_000
 NAMES = ["tca-1.2.3.ovf", "tca-1.2.3.mf", "tca-1.2.3-disk1.vmdk"]

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 import jinja2
 import pytest
 
-from appliance import ovf
+from appliance.stages.export import ovf
 
 NS = {
     "ovf": "http://schemas.dmtf.org/ovf/envelope/1",

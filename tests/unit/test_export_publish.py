@@ -10,8 +10,8 @@ import shutil
 
 import pytest
 
-from appliance import publish
 from appliance.errors import StageError
+from appliance.stages.export import publish
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from appliance import qemu_img
 from appliance.errors import StageError
+from appliance.vm import qemu_img
 
 SRC, DST = Path("/b/packer/disk.qcow2"), Path("/b/export.tmp/out.img")
 

@@ -10,9 +10,10 @@ import tarfile
 
 import pytest
 
-from appliance import config, images
+from appliance import config
 from appliance import lock as lockfile
 from appliance.errors import ConfigError, FetchError
+from appliance.stages.extensions import images
 from tests.fakes import FakeRunner
 
 BASE = {"tinycore": {"mirrors": ["http://m/"], "guest_mirror": "http://m/"}}

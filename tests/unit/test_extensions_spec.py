@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from appliance import extensions, overlay_spec, overlay_tree
 from appliance.errors import ConfigError, StageError
 from appliance.paths import REPO
+from appliance.stages.extensions import overlay_spec, overlay_tree
+from appliance.stages.extensions import stage as extensions
 
 MINIMAL = """
 name = "demo"
@@ -250,7 +251,7 @@ def test_every_overlay_script_is_posix_sh_with_set_eu():
 
 
 def test_an_owner_from_extension_toml_reaches_the_pseudo_file(tmp_path):
-    from appliance import tcz
+    from appliance.tinycore import tcz
 
     spec, folder = spec_with(tmp_path, '[files."home/tc/notes"]\nowner = "tc:staff"\n')
     (folder / "root/home/tc").mkdir(parents=True)

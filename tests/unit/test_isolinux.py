@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from appliance import isolinux
-from appliance.iso_remaster import INITRDS, KERNEL, TEMPLATES, environment
+from appliance.stages.remaster.stage import INITRDS, KERNEL, TEMPLATES, environment
+from appliance.tinycore import isolinux
 
 # Tiny Core's stock Core config, with CorePure64's names (tinycore11.md section 1): lowercase,
 # `implicit`, `prompt` and `timeout` after the labels, F-key help files.

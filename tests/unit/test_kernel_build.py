@@ -9,12 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from appliance import build, kernel, kernel_build, kernel_package
 from appliance.config import Recipe
 from appliance.errors import StageError
-from appliance.kconfig import ConfigFormatError, parse_options
 from appliance.paths import data_dir
 from appliance.run import Runner
+from appliance.stages.kernel import check as kernel
+from appliance.stages.kernel import package as kernel_package
+from appliance.stages.kernel import stage as kernel_build
+from appliance.stages.kernel.kconfig import ConfigFormatError, parse_options
+from appliance.stages.order import STAGES
 from tests.fakes import FakeRunner
 
 KVER = "6.1.192-tinycore64"
@@ -140,7 +143,7 @@ def test_idle_unless_modules_or_a_full_rebuild():
 
 
 def test_the_stage_is_wired_with_its_tools_and_data():
-    stage = next(s for s in build.STAGES if s.name == "kernel")
+    stage = next(s for s in STAGES if s.name == "kernel")
     assert stage.run is kernel_build.run and stage.data == "kernel"
     assert {t[0] for t in stage.tools} >= {"make", "gcc"}
     assert stage.idle(recipe()) and stage.idle(recipe(modules=["overlay"], **BUILDS)) is None

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from appliance import kernel
 from appliance.cli import main
 from appliance.errors import PipelineError
 from appliance.paths import data_dir
+from appliance.stages.kernel import check as kernel
 
 TC11 = data_dir("kernel") / "tc11-config-5.4.3-tinycore64"
 

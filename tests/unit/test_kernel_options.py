@@ -12,7 +12,9 @@ from tests.standin.kernelconfig import (
     parse_options,
     scripts_config_argv,
     standin_settings,
+    symbol_6_1,
     tc11_mismatches,
+    tc11_value_6_1,
     value_of,
     verify_settings,
 )
@@ -87,7 +89,7 @@ def test_module_extensions_follow_the_design(options):
 
 def test_renamed_option_maps_to_its_6_1_symbol(options):
     compress = options.by_name()["MODULE_COMPRESS"]
-    assert (compress.symbol_6_1, compress.tc11_value_6_1) == ("MODULE_COMPRESS_NONE", "y")
+    assert (symbol_6_1(compress), tc11_value_6_1(compress)) == ("MODULE_COMPRESS_NONE", "y")
     assert {r.name for r in options.retired} >= {"NF_NAT_IPV4"}
 
 
@@ -166,8 +168,8 @@ def test_standin_settings_use_6_1_names_and_tc11_values(options):
     settings = standin_settings(options, extra)
     argv = scripts_config_argv(settings)
     for option in options.options:
-        flag = {"y": "--enable", "m": "--module", "n": "--disable"}[option.tc11_value_6_1]
-        index = argv.index(option.symbol_6_1)
+        flag = {"y": "--enable", "m": "--module", "n": "--disable"}[tc11_value_6_1(option)]
+        index = argv.index(symbol_6_1(option))
         assert argv[index - 1] == flag
     assert settings["LOCALVERSION"] == '"-tinycore64"'
     assert settings["OVERLAY_FS"] == settings["MEMCG"] == "n"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from appliance.packer_output import Progress, parse_line, script_text
+from appliance.stages.packer.output import Progress, parse_line, script_text
 
 # Lines as Packer 1.6.6 printed them in a stand-in build (times shortened).
 BUILD = """\

@@ -8,9 +8,11 @@ from pathlib import Path
 import hcl2
 import pytest
 
-from appliance import config, hcl, packer_template
+from appliance import config
 from appliance.errors import StageError
 from appliance.paths import REPO
+from appliance.stages.packer import hcl
+from appliance.stages.packer import template as packer_template
 
 TEMPLATES = REPO / "packer"
 RECIPE = """

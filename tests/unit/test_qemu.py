@@ -2,8 +2,9 @@
 
 import pytest
 
-from appliance import qemu, tools
+from appliance import tools
 from appliance.errors import ToolError
+from appliance.vm import qemu
 from tests.fakes import FakeRunner
 
 

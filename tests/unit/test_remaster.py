@@ -19,9 +19,10 @@ from pathlib import Path
 import pycdlib
 import pytest
 
-from appliance import cde, cpio, initrd, isolinux
 from appliance.errors import RemasterError
-from appliance.iso_remaster import TEMPLATES, Inputs, remaster
+from appliance.stages.remaster import cde
+from appliance.stages.remaster.stage import TEMPLATES, Inputs, remaster
+from appliance.tinycore import cpio, initrd, isolinux
 from tests.unit.test_isolinux import MENU, STOCK
 
 EPOCH = 1704067200

@@ -12,7 +12,7 @@ import pytest
 
 from appliance.config import RestoreItem
 from appliance.errors import RemasterError
-from appliance.restore import mydata_tgz
+from appliance.stages.remaster.restore import mydata_tgz
 
 EPOCH = 1704067200
 

@@ -12,10 +12,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from appliance import config, iso_remaster, keys
+from appliance import config, keys
 from appliance.errors import ConfigError
 from appliance.fetch import sha256_file
 from appliance.lock import Lock
+from appliance.stages.remaster import stage as iso_remaster
 from tests.fakes import FakeRunner
 from tests.unit.test_remaster import HASH, Opened, tiny_core_iso
 
@@ -154,7 +155,7 @@ path = "etc/motd"
 
 
 def test_stage_from_the_fetch_stage_alone(ctx, tmp_path, monkeypatch):
-    monkeypatch.setattr(iso_remaster, "stage_active", lambda name, recipe: False)
+    ctx.active_stages = ("fetch", "remaster")
     work = tmp_path / "build" / "remaster.tmp"
     work.mkdir(parents=True)
     out = iso_remaster.run(ctx, work)
@@ -174,7 +175,7 @@ def test_stage_from_the_fetch_stage_alone(ctx, tmp_path, monkeypatch):
 
 
 def test_stage_takes_the_extensions_stage_listing(ctx, tmp_path, monkeypatch):
-    monkeypatch.setattr(iso_remaster, "stage_active", lambda name, recipe: name == "extensions")
+    ctx.active_stages = ("fetch", "extensions", "remaster")
     built = tmp_path / "build" / "extensions"
     ours = tcz(built, "containerd.tcz")
     (built / "containerd.tcz.dep").write_text("iptables.tcz\nnetfilter-KERNEL.tcz\n")
@@ -198,7 +199,7 @@ def test_stage_takes_the_extensions_stage_listing(ctx, tmp_path, monkeypatch):
 
 
 def test_listing_md5_mismatch_is_an_error(ctx, tmp_path, monkeypatch):
-    monkeypatch.setattr(iso_remaster, "stage_active", lambda name, recipe: name == "extensions")
+    ctx.active_stages = ("fetch", "extensions", "remaster")
     built = tmp_path / "build" / "extensions"
     ours = tcz(built, "containerd.tcz")
     (built / "extensions.json").write_text(json.dumps({"order": ["containerd.tcz"], "extensions": {

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from appliance.engine import STAMP, Stage, StageRunner, outputs_of
 from appliance.errors import StageError
-from appliance.stages import STAMP, Stage, StageRunner, outputs_of
 
 
 @dataclass
@@ -20,9 +20,7 @@ class Recipe:
 class Ctx:
     recipe: Recipe
     ran: list = field(default_factory=list)
-
-    def extra_key(self, stage):
-        return None
+    active_stages: tuple = ()
 
 
 def producer(name, content_of):
@@ -37,7 +35,7 @@ def producer(name, content_of):
     return run
 
 
-def make_runner(tmp_path, *, idle_b=False, missing_c=False, tool="1.0"):
+def make_runner(tmp_path, *, idle_b=False, tool="1.0", third=None):
     data = tmp_path / "data"
     (data / "overlays" / "faasd").mkdir(parents=True, exist_ok=True)
     (data / "overlays" / "containerd").mkdir(parents=True, exist_ok=True)
@@ -46,8 +44,7 @@ def make_runner(tmp_path, *, idle_b=False, missing_c=False, tool="1.0"):
         Stage("second", 1, lambda r: {"b": r.b}, producer("second", lambda r: f"b={r.b}"),
               data="overlays", tools=(("mksquashfs", "-version"),),
               idle=(lambda r: "nothing requested") if idle_b else (lambda r: None)),
-        Stage("third", 1, lambda r: None,
-              None if missing_c else producer("third", lambda r: "third"), issue="issue 9"),
+        Stage("third", 1, lambda r: None, third or producer("third", lambda r: "third")),
     ]
     return StageRunner(stages, tmp_path / "build", lambda argv: tool, data_root=data)
 
@@ -143,14 +140,17 @@ def test_noop_stage_does_not_block_until_of_a_later_stage(tmp_path):
     assert not (tmp_path / "build" / "second").exists()
 
 
-def test_unimplemented_stage_fails_clearly_without_fake_outputs(tmp_path):
-    runner, ctx = make_runner(tmp_path, missing_c=True), Ctx(Recipe())
-    with pytest.raises(StageError) as info:
-        runner.execute(ctx)
-    assert str(info.value).startswith("third: not implemented in this build")
-    assert "--until second" in info.value.hint
-    assert not (tmp_path / "build" / "third").exists()
-    runner.execute(ctx, until="second")  # the earlier stages still work
+def test_the_context_tells_a_stage_which_stages_take_part(tmp_path):
+    seen = []
+
+    def third(ctx, work: Path):
+        seen.append(ctx.active_stages)
+        (work / "t").write_text("t")
+        return {"out": work / "t"}
+
+    runner, ctx = make_runner(tmp_path, idle_b=True, third=third), Ctx(Recipe())
+    runner.execute(ctx)
+    assert seen == [("first", "third")]  # an idle stage is not part of the build
 
 
 def test_plan_runs_nothing_and_explains(tmp_path):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from appliance import tcz
 from appliance.run import Runner
+from appliance.tinycore import tcz
 from tests.fakes import FakeRunner
 
 EPOCH = 1704067200

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from appliance import boot_check, cli
-from appliance import test_image as ti
-from appliance.boot_check import BootResult, BootSpec, Marker, find_marker, qemu_argv
+from appliance import cli
 from appliance.errors import PipelineError
+from appliance.vm import boot_check
+from appliance.vm import image_test as ti
+from appliance.vm.boot_check import BootResult, BootSpec, Marker, find_marker, qemu_argv
 from tests.fakes import FakeRunner
 
 OVF = """<?xml version="1.0"?>

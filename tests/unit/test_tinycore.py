@@ -9,7 +9,7 @@ import pytest
 
 from appliance.errors import ChecksumError, DependencyError
 from appliance.fetch import Fetcher
-from appliance.tinycore import Extension, TinyCoreRepo, order, parse_dep
+from appliance.tinycore.repository import Extension, TinyCoreRepo, order, parse_dep
 
 KERNEL = "5.4.3-tinycore64"
 

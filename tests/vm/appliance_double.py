@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from appliance import cpio
 from appliance.run import Runner
+from appliance.tinycore import cpio
 from tests.standin.iso import stage, xorriso_argv
 from tests.standin.kernel import build_kernel
 from tests.standin.rootfs import build_rootfs, source_date_epoch

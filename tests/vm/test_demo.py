@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 
 from appliance import keys
-from appliance.boot_check import free_port
 from appliance.paths import REPO, cache_root
+from appliance.vm.boot_check import free_port
 from tests.vm.qemu_harness import VM
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(5400)]

@@ -18,12 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from appliance import cde, initrd, keys, restore, tinycore
+from appliance import keys
 from appliance.config import RestoreItem
 from appliance.fetch import sha256_file
-from appliance.iso_remaster import Inputs, remaster
 from appliance.paths import REPO
 from appliance.run import Runner
+from appliance.stages.remaster import cde, restore
+from appliance.stages.remaster.stage import Inputs, remaster
+from appliance.tinycore import initrd
+from appliance.tinycore import repository as tinycore
 from tests.standin import mirror as standin_mirror
 from tests.standin import registry, releases, server
 from tests.vm.qemu_harness import VM

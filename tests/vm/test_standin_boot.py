@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from appliance.run import Runner
-from appliance.tcz import build_tcz
+from appliance.tinycore.tcz import build_tcz
 from tests.standin.iso import build_iso
 from tests.standin.kernel import build_kernel
 from tests.standin.rootfs import build_rootfs, source_date_epoch

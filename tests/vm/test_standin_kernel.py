@@ -16,7 +16,7 @@ from appliance.run import Runner
 from tests.standin import cpio
 from tests.standin.kernel import build_kernel, log_dir
 from tests.standin.kernel_options import load_options
-from tests.standin.kernelconfig import parse_config, value_of
+from tests.standin.kernelconfig import parse_config, symbol_6_1, tc11_value_6_1, value_of
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(3600)]
 
@@ -92,9 +92,9 @@ def boot(kernel, initrd: Path):
 def test_cached_config_has_every_tc11_value(kernel):
     config = parse_config(kernel.config.read_text(encoding="utf-8"))
     wrong = [
-        f"{o.symbol_6_1}={value_of(config, o.symbol_6_1)} (tc11: {o.tc11})"
+        f"{symbol_6_1(o)}={value_of(config, symbol_6_1(o))} (tc11: {o.tc11})"
         for o in load_options().options
-        if value_of(config, o.symbol_6_1) != o.tc11_value_6_1
+        if value_of(config, symbol_6_1(o)) != tc11_value_6_1(o)
     ]
     assert wrong == []
     assert value_of(config, "OVERLAY_FS") == value_of(config, "MEMCG") == "n"

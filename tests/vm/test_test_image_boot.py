@@ -15,7 +15,8 @@ import hashlib
 
 import pytest
 
-from appliance import boot_check, cli
+from appliance import cli
+from appliance.vm import boot_check
 from tests.vm.appliance_double import build_double
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1800)]

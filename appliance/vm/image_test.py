@@ -19,12 +19,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance import log, qemu_img
-from appliance.boot_check import Boot, BootResult, BootSpec, free_port
+from appliance import log
 from appliance.errors import PipelineError
 from appliance.paths import build_root, out_root
-from appliance.qemu import Accel, accelerator
 from appliance.run import Runner
+from appliance.vm import qemu_img
+from appliance.vm.boot_check import Boot, BootResult, BootSpec, free_port
+from appliance.vm.qemu import Accel, accelerator
 
 KINDS = {".qcow2": "qcow2", ".vmdk": "vmdk", ".ova": "ova"}
 DEFAULT_MEMORY_MB = 2048

@@ -14,13 +14,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from appliance import log, ova, ovf, publish, qemu_img, release_manifest
+from appliance import log
 from appliance.config import Recipe
+from appliance.engine import Stage, outputs_of
 from appliance.errors import StageError
 from appliance.fetch import sha256_file
 from appliance.paths import out_root
 from appliance.run import Runner
-from appliance.stages import outputs_of
+from appliance.stages.export import ova, ovf, publish, release_manifest
+from appliance.vm import qemu_img
 
 VERSION = 1  # bump when a change here changes the deliverables for the same inputs
 TOOLS = (("qemu-img", "--version"),)
@@ -132,12 +134,9 @@ def make_ova(runner: Runner, recipe: Recipe, src: Path, populated: int | None,
     return {"ova": ova_file, "ovf": ovf_file, "mf": mf_file}
 
 
-def earlier_stages(recipe: Recipe) -> list[str]:
+def earlier_stages(ctx) -> list[str]:
     """The stages this build ran (an idle stage's old folder is not part of it)."""
-    from appliance.build import STAGES  # the stage list imports this module
-
-    return [s.name for s in STAGES
-            if s.name != "export" and s.idle(recipe) is None]
+    return [s for s in ctx.active_stages if s != "export"]
 
 
 def run(ctx, work: Path) -> dict[str, Path]:
@@ -154,7 +153,7 @@ def run(ctx, work: Path) -> dict[str, Path]:
     digests = {p: sha256_file(p) for p in deliverables.values()}
     manifest = release_manifest.write(work / "manifest.json", release_manifest.build(
         recipe=recipe, lock=ctx.lock, digests=digests, packer=packer,
-        timings=release_manifest.stage_timings(ctx.build_root, earlier_stages(recipe))))
+        timings=release_manifest.stage_timings(ctx.build_root, earlier_stages(ctx))))
     digests[manifest] = sha256_file(manifest)
     sums = work / "SHA256SUMS"
     sums.write_text(publish.sha256sums(digests))
@@ -164,3 +163,6 @@ def run(ctx, work: Path) -> dict[str, Path]:
     for path in published.values():
         log.detail(f"export: {path} ({path.stat().st_size // 1024} KiB)")
     return {**made, **final, **{f"out/{k}": p for k, p in published.items()}}
+
+
+STAGE = Stage("export", VERSION, key_slice, run, tools=TOOLS, extra=lambda ctx: extra_key(ctx.lock))

@@ -16,9 +16,10 @@ import hcl2
 import jinja2
 from lark.exceptions import LarkError
 
-from appliance import hcl, iso_remaster
 from appliance.config import Recipe
 from appliance.errors import StageError
+from appliance.stages.packer import hcl
+from appliance.stages.remaster import stage as iso_remaster
 
 TEMPLATE = "appliance.pkr.hcl"
 VAR_FILE = "appliance.pkrvars.hcl"

@@ -21,13 +21,17 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from appliance import images, kernel_build, log, overlay_spec, overlay_tree, tcz, tinycore
+from appliance import log
 from appliance.config import Image, Recipe
+from appliance.engine import STAMP, Stage, digest_json, outputs_of, tree_digests
 from appliance.errors import StageError
 from appliance.fetch import md5_file, sha256_file
 from appliance.lock import Lock, image_key
 from appliance.paths import data_dir
-from appliance.stages import STAMP, digest_json, outputs_of, tree_digests
+from appliance.stages.extensions import images, overlay_spec, overlay_tree
+from appliance.stages.kernel import stage as kernel_build
+from appliance.tinycore import repository as tinycore
+from appliance.tinycore import tcz
 from appliance.tools import tool_version
 
 VERSION = 1  # bump when a change here changes what the stage produces
@@ -324,3 +328,7 @@ def run(ctx, work: Path) -> dict[str, Path]:
     shutil.rmtree(work / "trees", ignore_errors=True)
     check_services(ctx.recipe, specs, work)
     return {**outputs, **write_listing(work, avail, keys)}
+
+
+STAGE = Stage("extensions", VERSION, key_slice, run, data="overlays", tools=TOOLS,
+              extra=lambda ctx: extra_key(ctx.lock))

@@ -103,16 +103,6 @@ class Option:
         """What kernel-check asks of a kernel: on, y, off or any."""
         return self.want or ("on" if self.tc11 in ("y", "m") else "any")
 
-    @property
-    def symbol_6_1(self) -> str:
-        """The symbol that carries this option in Linux 6.1 (the stand-in's source)."""
-        return self.name_6_1 or self.name
-
-    @property
-    def tc11_value_6_1(self) -> str:
-        """The 6.1 value equal in effect to the tc11 value."""
-        return self.value_6_1 or self.tc11
-
 
 @dataclass(frozen=True)
 class Retired:
@@ -184,21 +174,6 @@ def _retired(index: int, raw: dict, problems: list[str]) -> Retired:
         replaced_by=str(raw.get("replaced_by", "")),
         note=str(raw.get("note", "")),
     )
-
-
-def tc11_mismatches(options: OptionList, tc11_config: dict[str, str]) -> list[str]:
-    """Options whose recorded tc11 value differs from the tc11 config (should be none)."""
-    out = []
-    for o in options.options:
-        actual = value_of(tc11_config, o.name)
-        if actual != o.tc11:
-            out.append(f"{o.name}: options.toml says {o.tc11}, the tc11 config has {actual}")
-    out += [
-        f"{r.name}: listed as retired but present in the tc11 config"
-        for r in options.retired
-        if r.name in tc11_config
-    ]
-    return out
 
 
 def scripts_config_argv(settings: dict[str, str], config_file: str = ".config") -> list[str]:

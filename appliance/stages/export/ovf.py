@@ -13,7 +13,9 @@ from pathlib import Path
 
 import jinja2
 
-TEMPLATES = Path(__file__).resolve().parent / "resources"
+from appliance.paths import RESOURCES
+
+TEMPLATES = RESOURCES
 TEMPLATE = "appliance.ovf.j2"
 VMDK_FORMAT = "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"
 NETWORK = "VM Network"  # VMware's default port group; VirtualBox maps any name to NAT

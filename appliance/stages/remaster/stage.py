@@ -22,14 +22,16 @@ from pathlib import Path
 import jinja2
 from pycdlib import pycdlibexception
 
-from appliance import cde, initrd, keys, log, restore
+from appliance import keys, log
 from appliance.config import Recipe
+from appliance.engine import Stage, outputs_of
 from appliance.errors import RemasterError
 from appliance.fetch import sha256_file
-from appliance.iso_image import BaseIso, fixed_clock
-from appliance.isolinux import Appliance, IsolinuxError, render
 from appliance.paths import cache_root, data_dir
-from appliance.stages import outputs_of
+from appliance.stages.remaster import cde, restore
+from appliance.tinycore import initrd
+from appliance.tinycore.iso_image import BaseIso, fixed_clock
+from appliance.tinycore.isolinux import Appliance, IsolinuxError, render
 
 VERSION = 1  # bump when a change here changes the ISO for the same inputs
 TEMPLATES = data_dir("iso-remaster")
@@ -169,16 +171,9 @@ def extra_key(ctx) -> dict:
     return {"build_key": keys.public_digest(public), "deps": ctx.lock.extension_deps}
 
 
-def stage_active(name: str, recipe: Recipe) -> bool:
-    from appliance.build import STAGES  # the stage list imports this module
-
-    stage = next(s for s in STAGES if s.name == name)
-    return stage.run is not None and stage.idle(recipe) is None
-
-
 def extension_set(ctx) -> list[cde.Extension]:
     """The extensions stage's full list when it builds; else Tiny Core's (+ the kernel's)."""
-    if stage_active("extensions", ctx.recipe):
+    if "extensions" in ctx.active_stages:
         built = outputs_of(ctx.build_root, "extensions")
         if "extensions.json" not in built:
             raise RemasterError("remaster: the extensions stage recorded no extensions.json",
@@ -186,7 +181,7 @@ def extension_set(ctx) -> list[cde.Extension]:
         return cde.from_listing(built["extensions.json"], built)
     fetched = outputs_of(ctx.build_root, "fetch")
     found = cde.from_fetch(fetched, list(ctx.lock.extension_order), ctx.lock.extension_deps)
-    if stage_active("kernel", ctx.recipe):
+    if "kernel" in ctx.active_stages:
         found = cde.combine(found, cde.from_modules_json(outputs_of(ctx.build_root, "kernel")))
     return found
 
@@ -220,3 +215,6 @@ def run(ctx, work: Path) -> dict[str, Path]:
     log.detail(f"remaster: {iso.name}: {iso.stat().st_size // (1024 * 1024)} MiB, "
                f"{len(inputs.extensions)} extensions on /cde, onboot: {' '.join(inputs.onboot)}")
     return {"iso": iso, "iso.sha256": write_sha256(iso)}
+
+
+STAGE = Stage("remaster", VERSION, key_slice, run, data="iso-remaster", extra=extra_key)

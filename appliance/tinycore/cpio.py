@@ -37,10 +37,6 @@ def symlink(path: str, target: str) -> Entry:
     return Entry(path, stat.S_IFLNK | 0o777, target.encode())
 
 
-def char_device(path: str, major: int, minor: int, perm: int = 0o600) -> Entry:
-    return Entry(path, stat.S_IFCHR | perm, rdev=(major, minor))
-
-
 def owned(entry: Entry, uid: int, gid: int, perm: int | None = None) -> Entry:
     """The same entry with other owners (and permission bits, if given)."""
     mode = entry.mode if perm is None else stat.S_IFMT(entry.mode) | perm

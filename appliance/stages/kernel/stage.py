@@ -20,11 +20,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance import kernel, log
-from appliance import kernel_package as package
+from appliance import log
 from appliance.config import NAME, Recipe
+from appliance.engine import Stage, outputs_of
 from appliance.errors import StageError, ToolError
-from appliance.kconfig import (
+from appliance.paths import data_dir
+from appliance.run import Result, Runner
+from appliance.stages.kernel import check as kernel
+from appliance.stages.kernel import package
+from appliance.stages.kernel.kconfig import (
     SYMBOL,
     ConfigFormatError,
     kconfig_symbols,
@@ -32,9 +36,6 @@ from appliance.kconfig import (
     scripts_config_argv,
     verify_settings,
 )
-from appliance.paths import data_dir
-from appliance.run import Result, Runner
-from appliance.stages import outputs_of
 
 VERSION = 1  # bump when a change here changes what the stage produces
 TOOLS = (("make", "--version"), ("gcc", "--version"), ("mksquashfs", "-version"))
@@ -376,3 +377,8 @@ def run(ctx, work: Path) -> dict[str, Path]:
     for scratch in ("src", "trees", "modroot"):  # gigabytes; only the outputs stay
         shutil.rmtree(work / scratch, ignore_errors=True)
     return outputs
+
+
+# tcz: a full rebuild remakes Tiny Core's module extensions from the fetched ones.
+STAGE = Stage("kernel", VERSION, key_slice, run, data="kernel", tools=TOOLS, idle=idle_reason,
+              uses=("fetch/kernel/", "fetch/tcz/"))

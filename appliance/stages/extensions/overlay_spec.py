@@ -37,9 +37,9 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
-from appliance import tcz
 from appliance.config import Name, Strict, describe_error, format_loc
 from appliance.errors import ConfigError
+from appliance.tinycore import tcz
 
 SAFE_PATH = re.compile(r"^[A-Za-z0-9._+@:,=-]+(/[A-Za-z0-9._+@:,=-]+)*/?$")
 OWNERS = {"root:root": (0, 0), "root:staff": (0, tcz.STAFF_GID), "tc:staff": (1001, tcz.STAFF_GID)}

@@ -23,8 +23,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from appliance import cpio
 from appliance.errors import RemasterError
+from appliance.tinycore import cpio
 
 TC_UID = 1001  # tc-config creates tc as the first user (uid 1001), in group staff
 STAFF_GID = 50

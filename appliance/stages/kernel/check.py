@@ -11,8 +11,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from appliance.errors import PipelineError
-from appliance.kconfig import ConfigFormatError, Option, OptionList, parse_config, parse_options
 from appliance.paths import data_dir
+from appliance.stages.kernel.kconfig import (
+    ConfigFormatError,
+    Option,
+    OptionList,
+    parse_config,
+    parse_options,
+)
 
 OPTIONS_FILE = data_dir("kernel") / "options.toml"
 

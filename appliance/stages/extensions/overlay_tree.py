@@ -16,11 +16,11 @@ import tarfile
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
-from appliance import images as imagelib
-from appliance import overlay_spec
 from appliance.config import Image
 from appliance.errors import StageError
-from appliance.overlay_spec import ExtensionSpec, Install
+from appliance.stages.extensions import images as imagelib
+from appliance.stages.extensions import overlay_spec
+from appliance.stages.extensions.overlay_spec import ExtensionSpec, Install
 
 # Written at run time by any service, whatever the extensions declare.
 ALWAYS_RUNTIME = ("run", "var/run", "tmp", "var/log")

@@ -13,8 +13,8 @@ import platform
 from pathlib import Path
 
 from appliance.config import Recipe
+from appliance.engine import STAMP, digest_json
 from appliance.lock import Lock
-from appliance.stages import STAMP, digest_json
 from appliance.tools import tool_version
 
 FORMAT = 1

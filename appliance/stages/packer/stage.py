@@ -14,13 +14,15 @@ import json
 import shutil
 from pathlib import Path
 
-from appliance import keys, log, packer_template, qemu
+from appliance import keys, log
 from appliance.config import Recipe
+from appliance.engine import Stage, outputs_of
 from appliance.errors import StageError
-from appliance.packer_output import Progress
 from appliance.paths import cache_root, data_dir
-from appliance.stages import outputs_of
+from appliance.stages.packer import template as packer_template
+from appliance.stages.packer.output import Progress
 from appliance.tools import parse_version, tool_version
+from appliance.vm import qemu
 
 VERSION = 1  # bump when a change here changes what the stage produces
 TOOLS = (("packer", "version"), ("qemu-system-x86_64", "--version"))
@@ -150,3 +152,6 @@ def run(ctx, work: Path) -> dict[str, Path]:
     packer_template.render(data_dir("packer"), work, values, version)
     progress = run_packer(ctx, build, logs, version)
     return collect(ctx, build, progress)
+
+
+STAGE = Stage("packer", VERSION, key_slice, run, data="packer", tools=TOOLS)

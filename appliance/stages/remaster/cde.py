@@ -19,9 +19,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance import tinycore
 from appliance.errors import DependencyError, RemasterError
 from appliance.fetch import md5_file
+from appliance.tinycore import repository as tinycore
 
 CDE = "/cde"
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from appliance.config import PROTECTED_PATHS, RestoreItem, check_guest_path
 from appliance.errors import RemasterError
-from appliance.initrd import STAFF_GID, TC_UID
+from appliance.tinycore.initrd import STAFF_GID, TC_UID
 
 OWNERS = {"root": (0, 0, "root", "root"), "tc": (TC_UID, STAFF_GID, "tc", "staff")}
 

@@ -29,11 +29,12 @@ class Stage:
     name: str
     version: int  # bump when the stage's code changes what it produces
     reads: Callable[[Any], Any]  # the recipe slice the stage reads
-    run: Callable[..., dict[str, Path]] | None  # (ctx, work_dir) -> outputs; None = not built yet
+    run: Callable[..., dict[str, Path]]  # (ctx, work_dir) -> outputs
     data: str | None = None  # the product data folder the stage reads
     tools: tuple[tuple[str, ...], ...] = ()  # argv that prints each tool's version
     idle: Callable[[Any], str | None] = lambda recipe: None  # why it has nothing to do
-    issue: str = ""  # where the missing implementation is tracked
+    # Key material beyond the recipe slice, from the context (e.g. the exact pins it uses).
+    extra: Callable[[Any], Any] | None = None
     # Prefixes of the earlier outputs the stage reads ("fetch/kernel/"); empty: all of them.
     # Without it a new containerd version would rebuild the kernel modules.
     uses: tuple[str, ...] = ()
@@ -42,14 +43,13 @@ class Stage:
 @dataclass
 class Decision:
     stage: str
-    action: str  # "run", "skip", "maybe" (plan only), "noop", "missing"
+    action: str  # "run", "skip", "maybe" (plan only), "noop"
     reasons: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         why = "; ".join(self.reasons)
         labels = {"run": "would run", "skip": "up to date", "noop": "nothing to do",
-                  "maybe": "up to date so far",
-                  "missing": "not implemented in this build"}
+                  "maybe": "up to date so far"}
         return f"{self.stage}: {labels[self.action]}" + (f" ({why})" if why else "")
 
 
@@ -135,23 +135,16 @@ class StageRunner:
         decisions: list[Decision] = []
         inputs: dict[str, str] = {}
         upstream_ran = False
+        # What a stage may know of the others travels in the context, never by importing
+        # the stage list: which stages take part in this recipe's build, in order.
+        ctx.active_stages = tuple(s.name for s in self.stages if s.idle(ctx.recipe) is None)
         for stage in self.select(until):
             why_idle = stage.idle(ctx.recipe)
             if why_idle:
                 decisions.append(Decision(stage.name, "noop", [why_idle]))
                 log.say(f"{stage.name}: nothing to do ({why_idle})") if not dry_run else None
                 continue
-            if stage.run is None:
-                decision = Decision(stage.name, "missing", [stage.issue] if stage.issue else [])
-                decisions.append(decision)
-                if dry_run:
-                    continue
-                raise StageError(
-                    f"{stage.name}: not implemented in this build, and this recipe needs it",
-                    f"build the earlier stages with --until {self.previous(stage)}"
-                    + (f"; tracked in: {stage.issue}" if stage.issue else ""),
-                )
-            comps = self.components(stage, ctx.recipe, inputs, ctx.extra_key(stage.name))
+            comps = self.components(stage, ctx.recipe, inputs, stage.extra(ctx) if stage.extra else None)
             decision = self.decide(stage, comps, stage.name in force, upstream_ran and dry_run)
             decisions.append(decision)
             if dry_run:
@@ -162,10 +155,6 @@ class StageRunner:
                 stamp = self.run_stage(stage, ctx, comps, decision)
             inputs.update({f"{stage.name}/{k}": v["sha256"] for k, v in stamp["outputs"].items()})
         return decisions
-
-    def previous(self, stage: Stage) -> str:
-        idx = self.names().index(stage.name)
-        return self.names()[idx - 1] if idx else stage.name
 
     def run_stage(self, stage: Stage, ctx: Any, comps: dict, decision: Decision) -> dict:
         final = self.build_root / stage.name

@@ -20,12 +20,14 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from appliance import kernel, log, tcz
+from appliance import log
 from appliance.errors import StageError
 from appliance.run import Runner
+from appliance.stages.kernel import check as kernel
+from appliance.tinycore import tcz
 
 if TYPE_CHECKING:
-    from appliance.kernel_build import ModuleSpec, Steps
+    from appliance.stages.kernel.stage import ModuleSpec, Steps
 
 MODULE_ROOT = "usr/local/lib/modules"
 INFO = {"Author": "Linux kernel developers", "Original-site": "https://www.kernel.org/",

@@ -1,0 +1,1 @@
+"""One subpackage (or module) per stage, each exposing its `STAGE`; `order` lists them."""

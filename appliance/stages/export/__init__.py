@@ -1,0 +1,1 @@
+"""The export stage: `stage.STAGE` and the modules it uses."""

@@ -1,0 +1,1 @@
+"""The extensions stage: `stage.STAGE` and the modules it uses."""

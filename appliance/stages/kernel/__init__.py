@@ -1,0 +1,1 @@
+"""The kernel stage: `stage.STAGE` and the modules it uses."""

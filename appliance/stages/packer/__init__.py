@@ -1,0 +1,1 @@
+"""The packer stage: `stage.STAGE` and the modules it uses."""

@@ -1,0 +1,1 @@
+"""The remaster stage: `stage.STAGE` and the modules it uses."""
