@@ -3,7 +3,7 @@
 `pipeline.py lock` resolves the recipe against the mirrors, trusting only upstream checksum
 files (`<file>.md5.txt` on Tiny Core mirrors, `.sha256`/`.sha256sum` beside release assets),
 and records which file each pin came from. Container images are pinned by the digest of their
-linux/amd64 manifest as the registry serves it (appliance/images.py). `build --locked`
+linux/amd64 manifest as the registry serves it (appliance/stages/extensions/images.py). `build --locked`
 refuses anything not pinned here.
 """
 
@@ -262,7 +262,7 @@ def downloads(recipe: Recipe, lock: Lock, fetcher: Fetcher) -> dict[str, Downloa
     result: dict[str, Download] = {}
     for key, pin in lock.pins.items():
         if key.startswith("image/"):
-            continue  # pulled by the extensions stage with skopeo (appliance/images.py)
+            continue  # pulled by the extensions stage with skopeo (appliance/stages/extensions/images.py)
         if key == "iso":
             urls = iso_urls(recipe)
         elif key.startswith("tcz/"):

@@ -2,7 +2,7 @@
 
 A stand-in packer stage (the real one is built elsewhere) hands over a given qcow2 and a
 build.json through the engine, so build/packer/stamp.json is written exactly as the engine
-writes it; the export stage is appliance.stages.export.STAGE. Deliverables go to
+writes it; the export stage is appliance.stages.export.stage.STAGE. Deliverables go to
 `<tmp>/out` (APPLIANCE_OUT), the build to `<tmp>/build`.
 """
 

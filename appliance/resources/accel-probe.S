@@ -1,4 +1,4 @@
-# The accelerator probe of appliance/qemu.py (PROBE_CODE). Rebuild the bytes with:
+# The accelerator probe of appliance/vm/qemu.py (PROBE_CODE). Rebuild the bytes with:
 #   as -o p.o accel-probe.S && ld -Ttext=0x7c00 --oformat binary -o p.bin p.o && xxd -p p.bin
 .code16
 .globl _start

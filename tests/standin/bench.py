@@ -44,12 +44,12 @@ from tests.standin import mirror, releases
 from tests.standin.demo import build_argv, mirror_served, registry_served
 from tests.standin.server import lock_argv
 
-# `==> fetch: up to date, skipped`, `==> kernel: nothing to do (...)` (appliance/stages.py)
+# `==> fetch: up to date, skipped`, `==> kernel: nothing to do (...)` (appliance/engine.py)
 SKIP_LINE = re.compile(r"^==> (?P<stage>[\w-]+): (?:up to date, skipped|nothing to do\b)")
-# `test-image: PASS <image> (boot 1: 93 s, boot 2: 71 s)` (appliance/test_image.py)
+# `test-image: PASS <image> (boot 1: 93 s, boot 2: 71 s)` (appliance/vm/image_test.py)
 BOOT_TIME = re.compile(r"\bboot (\d+): (\d+(?:\.\d+)?) s\b")
 ACCEL_LINE = re.compile(r"^==> accelerator: (\w+)")
-# What the remaster stage writes onto the base ISO (appliance/iso_remaster.py).
+# What the remaster stage writes onto the base ISO (appliance/stages/remaster/stage.py).
 CHANGED = (iso_remaster.CFG, *iso_remaster.OURS, "/cde")
 
 

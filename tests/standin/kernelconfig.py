@@ -1,4 +1,4 @@
-"""The stand-in kernel's own config logic; the shared parsers live in appliance.kconfig."""
+"""The stand-in kernel's own config logic; the shared parsers live in appliance.stages.kernel.kconfig."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""isolinux.cfg parsing and the appliance rewrite (appliance/isolinux.py, iso-remaster/)."""
+"""isolinux.cfg parsing and the appliance rewrite (appliance/tinycore/isolinux.py, iso-remaster/)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The remaster (appliance/iso_remaster.py) on small Tiny-Core-layout ISOs made with pycdlib.
+"""The remaster (appliance/stages/remaster/stage.py) on small Tiny-Core-layout ISOs made with pycdlib.
 
 Each test remasters an ISO built here, reopens the result with pycdlib and reads back what
 the live system will see: isolinux.cfg, the extra initrds (with the cpio reader), /cde,

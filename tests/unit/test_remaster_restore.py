@@ -1,4 +1,4 @@
-"""mydata.tgz from the recipe's restore list (appliance/restore.py)."""
+"""mydata.tgz from the recipe's restore list (appliance/stages/remaster/restore.py)."""
 
 from __future__ import annotations
 

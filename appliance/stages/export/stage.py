@@ -6,7 +6,7 @@
     out/SHA256SUMS               `sha256sum -c` for all of the above
 
 Everything is made and checked in build/export.tmp first; out/ only ever receives finished
-files (appliance/publish.py), so a failed or interrupted export leaves the last good ones.
+files (appliance/stages/export/publish.py), so a failed or interrupted export leaves the last good ones.
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def earlier_stages(ctx) -> list[str]:
 
 
 def run(ctx, work: Path) -> dict[str, Path]:
-    """The stage: (ctx: appliance.build.Context, work: build/export.tmp) -> outputs."""
+    """The stage: (ctx: appliance.context.Context, work: build/export.tmp) -> outputs."""
     recipe = ctx.recipe
     disk, packer = packer_outputs(ctx.build_root)
     populated = inspect_source(ctx.runner, disk)

@@ -17,7 +17,7 @@ An overlay folder holds `root/` (files laid out as in /) and `extension.toml`:
     [files."usr/local/etc/init.d/containerd"]   # one path of the tree (root/ or installed):
     mode = "0755"                   #   its mode, and owner ("root:root" default, "root:staff",
                                     #   "tc:staff"); usr/local/tce.installed is always root:staff
-    [images]                        # carries the recipe's container images (appliance/images.py)
+    [images]                        # carries the recipe's container images (appliance/stages/extensions/images.py)
     dest = "usr/local/share/faasd/images"
     compose_release = "faasd-compose"   # every image this compose file names must be shipped
     [runtime]
@@ -158,7 +158,7 @@ def load(folder: Path) -> ExtensionSpec:
     try:
         spec = ExtensionSpec.model_validate(data)
     except ValidationError as exc:
-        hint = "see the field list at the top of appliance/overlay_spec.py"
+        hint = "see the field list at the top of appliance/stages/extensions/overlay_spec.py"
         raise ConfigError(_problems(exc, path), hint) from None
     if spec.name != folder.name:
         raise ConfigError([f"{path}: name: '{spec.name}' must equal the folder name "

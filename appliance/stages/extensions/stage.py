@@ -294,7 +294,7 @@ def write_listing(work: Path, avail: Available, keys: dict[str, str]) -> dict[st
 
 
 def run(ctx, work: Path) -> dict[str, Path]:
-    """The stage: (ctx: appliance.build.Context, work: build/extensions.tmp) -> outputs."""
+    """The stage: (ctx: appliance.context.Context, work: build/extensions.tmp) -> outputs."""
     folders = overlay_spec.select(overlays_root(), ctx.recipe.overlays)
     specs = [overlay_spec.load(f) for f in folders]
     avail, releases = fetched_and_kernel(ctx)

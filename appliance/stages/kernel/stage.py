@@ -5,7 +5,7 @@ unpack, `.config` + kernel/ fragments, `make olddefconfig`, check that every set
 that the tree builds the recipe's kernel release, then either `make modules_prepare` and
 `make M=<dir> modules` per module (kernel/modules.toml), or, with `kernel.rebuild = "full"`,
 `make bzImage modules` with kernel/containers.config on top. Each module's vermagic is
-checked before it is packaged Tiny Core style (appliance/kernel_package.py).
+checked before it is packaged Tiny Core style (appliance/stages/kernel/package.py).
 """
 
 from __future__ import annotations
@@ -347,7 +347,7 @@ def build_everything(steps: Steps, src: Path, modroot: Path, jobs: int) -> Path:
 
 
 def run(ctx, work: Path) -> dict[str, Path]:
-    """The stage: (ctx: appliance.build.Context, work: build/kernel.tmp) -> outputs."""
+    """The stage: (ctx: appliance.context.Context, work: build/kernel.tmp) -> outputs."""
     recipe, kver = ctx.recipe, ctx.recipe.tinycore.kernel
     full = recipe.kernel.rebuild == "full"
     specs = load_modules()

@@ -142,7 +142,7 @@ def collect(ctx, build: packer_template.Build, progress: Progress) -> dict[str, 
 
 
 def run(ctx, work: Path) -> dict[str, Path]:
-    """The stage: (ctx: appliance.build.Context, work: build/packer.tmp) -> outputs."""
+    """The stage: (ctx: appliance.context.Context, work: build/packer.tmp) -> outputs."""
     logs = ctx.build_root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     (logs / "packer-debug.log").unlink(missing_ok=True)

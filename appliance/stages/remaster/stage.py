@@ -209,7 +209,7 @@ def inputs_from(ctx) -> Inputs:
 
 
 def run(ctx, work: Path) -> dict[str, Path]:
-    """The stage: (ctx: appliance.build.Context, work: build/remaster.tmp) -> outputs."""
+    """The stage: (ctx: appliance.context.Context, work: build/remaster.tmp) -> outputs."""
     inputs = inputs_from(ctx)
     iso = remaster(inputs, work / f"appliance-{ctx.recipe.version}.iso")
     log.detail(f"remaster: {iso.name}: {iso.stat().st_size // (1024 * 1024)} MiB, "
