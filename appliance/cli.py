@@ -17,7 +17,7 @@ from appliance.paths import REPO, build_root, out_root
 from appliance.run import Runner
 from appliance.stages.kernel import check as kernel
 from appliance.stages.order import STAGE_NAMES, stage_runner
-from appliance.vm import image_test as test_image
+from appliance.vm import image_boot as test_image
 
 
 def add_recipe_args(p: argparse.ArgumentParser) -> None:

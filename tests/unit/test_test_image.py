@@ -11,7 +11,7 @@ import pytest
 from appliance import cli
 from appliance.errors import PipelineError
 from appliance.vm import boot_check
-from appliance.vm import image_test as ti
+from appliance.vm import image_boot as ti
 from appliance.vm.boot_check import BootResult, BootSpec, Marker, find_marker, qemu_argv
 from tests.fakes import FakeRunner
 
