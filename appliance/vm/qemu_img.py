@@ -6,8 +6,10 @@ qcow2 be read as a raw disk and exported without complaint.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,3 +111,52 @@ def check(runner: Runner, path: Path, fmt: str = "qcow2") -> CheckReport:
     # check=False: a non-zero exit is a finding to report with the file's name, not a crash
     result = runner.run(check_argv(path, fmt), log=LOG, check=False)
     return parse_check(result.returncode, result.output)
+
+
+CID_LINE = re.compile(rb"^CID=([0-9a-f]{1,8})$", re.M)  # qemu-img writes it with %x
+SECTOR = 512
+
+
+def descriptor_area(header: bytes) -> tuple[int, int]:
+    """(offset, length) in bytes of a sparse VMDK's embedded descriptor (VMware's Virtual
+    Disk Format 1.1: magic KDMV, then descriptorOffset and descriptorSize in sectors at 28)."""
+    if header[:4] != b"KDMV":
+        raise ValueError("not a sparse VMDK (no KDMV magic)")
+    offset, size = struct.unpack_from("<QQ", header, 28)
+    return offset * SECTOR, size * SECTOR
+
+
+def with_cid(descriptor: bytes, cid: bytes, area: int) -> bytes:
+    """The descriptor area with its CID replaced, NUL-padded to the area's length."""
+    text = descriptor.split(b"\0", 1)[0]
+    if not CID_LINE.search(text):
+        raise ValueError("no CID line in the VMDK descriptor")
+    new = CID_LINE.sub(b"CID=" + cid, text, count=1)
+    if len(new) >= area:
+        raise ValueError("the VMDK descriptor has no room for its CID")
+    return new + bytes(area - len(new))
+
+
+def fix_cid(path: Path) -> None:
+    """Replace the random CID qemu-img writes with one derived from the VMDK's content.
+
+    The CID only links a child disk to its parent; a random one makes two conversions of the
+    same qcow2 differ, and with them the OVA and its checksums."""
+    with open(path, "r+b") as fh:
+        header = fh.read(SECTOR)
+        try:
+            offset, area = descriptor_area(header)
+            fh.seek(offset)
+            masked = with_cid(fh.read(area), b"0", area)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+        # every byte of the file, with the descriptor's CID masked
+        digest = hashlib.sha256()
+        fh.seek(0)
+        digest.update(fh.read(offset))
+        digest.update(masked)
+        fh.seek(offset + area)
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+        fh.seek(offset)
+        fh.write(with_cid(masked, digest.hexdigest()[:8].encode(), area))

@@ -103,7 +103,10 @@ def test_ova_is_valid_and_self_consistent(h, tmp_path, source, extra, digest, su
     assert int(root.find("ovf:References/ovf:File", NS).get(f"{OVF}size")) == \
         vmdk.stat().st_size
     disk = root.find("ovf:DiskSection/ovf:Disk", NS)
-    assert int(disk.get(f"{OVF}capacity")) == info["virtual-size"] == VIRTUAL
+    unit = disk.get(f"{OVF}capacityAllocationUnits")
+    assert re.fullmatch(r"byte \* 2\^\d+", unit)  # the form Proxmox's OVF reader parses
+    scale = 2 ** int(unit.rsplit("^", 1)[1])
+    assert int(disk.get(f"{OVF}capacity")) * scale == info["virtual-size"] == VIRTUAL
     assert 0 < int(disk.get(f"{OVF}populatedSize")) <= VIRTUAL
     subtypes = [e.text for e in root.iterfind(".//rasd:ResourceSubType", NS)]
     assert subtype in subtypes
@@ -173,3 +176,15 @@ def test_a_damaged_packer_disk_is_refused_and_out_is_kept(h, damage, expect):
     assert "--force packer" in err.value.hint
     assert h.out_bytes() == before
     assert not (h.build_root / "export.tmp" / f"{BASE}.qcow2").exists()
+
+
+def test_two_real_exports_of_one_qcow2_give_the_same_ova(tmp_path, source, monkeypatch):
+    """Real qemu-img writes a random CID into each VMDK; the OVA must not change with it."""
+    ovas = []
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        h = harness(tmp_path / name, source, Runner(tmp_path / name / "logs",
+                                                   echo=lambda line: None), monkeypatch)
+        h.build()
+        ovas.append((h.out / f"{BASE}.ova").read_bytes())
+    assert ovas[0] == ovas[1]

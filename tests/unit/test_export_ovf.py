@@ -52,8 +52,8 @@ def test_file_and_disk_carry_the_real_sizes():
     assert file.get(f"{OVF}href") == "tca-1.2.3-disk1.vmdk"
     assert file.get(f"{OVF}size") == "987654"
     assert disk.get(f"{OVF}fileRef") == file.get(f"{OVF}id")
-    assert disk.get(f"{OVF}capacity") == str(123 << 20)
-    assert disk.get(f"{OVF}capacityAllocationUnits") == "byte"
+    assert disk.get(f"{OVF}capacity") == "123"
+    assert disk.get(f"{OVF}capacityAllocationUnits") == "byte * 2^20"
     assert disk.get(f"{OVF}populatedSize") == str(55 << 16)
     assert disk.get(f"{OVF}format") == (
         "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized")
@@ -151,3 +151,18 @@ def test_manifest_refuses_sha512(tmp_path):
 def test_item_puts_elements_in_alphabetical_order_whatever_the_call_order():
     assert ovf.item(ResourceType=17, AddressOnParent=0, InstanceID=4) == [
         ("AddressOnParent", "0"), ("InstanceID", "4"), ("ResourceType", "17")]
+
+
+@pytest.mark.parametrize("capacity, units", [
+    (8 << 30, (8, "byte * 2^30")),
+    (2048 << 20, (2, "byte * 2^30")),
+    (1536 << 20, (1536, "byte * 2^20")),
+    (3 << 10, (3, "byte * 2^10")),
+    (1000, (1000, "byte * 2^0")),
+])
+def test_capacity_is_given_in_the_largest_exact_power_of_two_unit(capacity, units):
+    """Proxmox reads only `byte * base^exponent`; the product must equal the capacity."""
+    disk = ovf.Disk("d.vmdk", 1, capacity)
+    assert disk.capacity_units == units
+    value, unit = disk.capacity_units
+    assert value * 2 ** int(unit.rsplit("^", 1)[1]) == capacity

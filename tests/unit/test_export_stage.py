@@ -4,6 +4,7 @@ manifest.json, rebuild reasons, and the failures that must leave out/ untouched.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +14,9 @@ import pytest
 from appliance import config
 from appliance.errors import ConfigError, StageError
 from appliance.fetch import sha256_file
+from appliance.vm import qemu_img
 from tests.export_stage import BASE, BUILD_JSON, PINS, harness
-from tests.fakes import FakeRunner
+from tests.fakes import FakeRunner, fake_vmdk
 
 VIRTUAL = 64 << 20
 
@@ -29,7 +31,11 @@ class FakeQemuImg:
     def __call__(self, argv: list[str]) -> tuple[int, str]:
         verb, path = argv[1], argv[-1]
         if verb == "convert":
-            Path(path).write_bytes(argv[argv.index("-O") + 1].encode() + Path(argv[-2]).read_bytes())
+            fmt = argv[argv.index("-O") + 1]
+            data = fmt.encode() + Path(argv[-2]).read_bytes()
+            # qemu-img writes a random CID (%x: 1 to 8 digits) into a VMDK's descriptor
+            cid = f"{int.from_bytes(os.urandom(4), 'big'):x}"
+            Path(path).write_bytes(fake_vmdk(cid, data) if fmt == "vmdk" else data)
             return 0, ""
         if verb == "check":
             rc = self.output_check_rc if "export.tmp" in path else 0
@@ -85,6 +91,35 @@ def test_stage_publishes_deliverables_manifest_and_sums(tmp_path, disk, monkeypa
     for line in sums:
         digest, name = line.split("  ")
         assert sha256_file(h.out / name) == digest
+
+
+def test_two_exports_of_one_qcow2_give_the_same_ova_bytes(tmp_path, disk, monkeypatch):
+    """qemu-img (here its double) writes a random CID; the stage derives it from the disk."""
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    first = make(tmp_path / "one", disk, monkeypatch)
+    first.build()
+    second = make(tmp_path / "two", disk, monkeypatch)
+    second.build()
+    one, two = (h.out / f"{BASE}.ova" for h in (first, second))
+    assert one.read_bytes() == two.read_bytes()
+
+
+def test_the_vmdk_cid_is_derived_from_its_content(tmp_path):
+    a, b, c = (tmp_path / f"{n}.vmdk" for n in "abc")
+    a.write_bytes(fake_vmdk("12345678", b"data"))
+    b.write_bytes(fake_vmdk("9abc", b"data"))  # qemu-img's %x: fewer digits
+    c.write_bytes(fake_vmdk("12345678", b"other data"))
+    for path in (a, b, c):
+        qemu_img.fix_cid(path)
+    assert a.read_bytes() == b.read_bytes()
+    assert len(a.read_bytes()) == len(fake_vmdk("12345678", b"data"))  # patched in place
+    cid = qemu_img.CID_LINE.search(a.read_bytes())[1]
+    assert len(cid) == 8 and cid != b"12345678"
+    assert qemu_img.CID_LINE.search(c.read_bytes())[1] != cid  # other content, other CID
+    (tmp_path / "d.vmdk").write_bytes(b"not a vmdk")
+    with pytest.raises(ValueError, match="no KDMV magic"):
+        qemu_img.fix_cid(tmp_path / "d.vmdk")
 
 
 def test_manifest_json_lists_inputs_outputs_tools_and_timings(tmp_path, disk, monkeypatch):

@@ -56,6 +56,17 @@ class Disk:
     capacity: int  # bytes the guest sees (qemu-img info virtual-size)
     populated_size: int | None = None  # bytes of data in it, a hint for thin provisioning
 
+    @property
+    def capacity_units(self) -> tuple[int, str]:
+        """The capacity in the largest `byte * 2^N` unit that holds it exactly.
+
+        Proxmox's OVF reader (PVE::GuestImport::OVF try_parse_capacity_unit) understands only
+        the `byte * base^exponent` form and shows an unknown size for plain `byte`."""
+        for exponent in (30, 20, 10):
+            if self.capacity % (1 << exponent) == 0:
+                return self.capacity >> exponent, f"byte * 2^{exponent}"
+        return self.capacity, "byte * 2^0"
+
 
 @dataclass(frozen=True)
 class Descriptor:

@@ -101,6 +101,7 @@ def make_qcow2(runner: Runner, src: Path, dst: Path) -> Path:
 
 def make_vmdk(runner: Runner, src: Path, dst: Path, controller: str) -> qemu_img.DiskInfo:
     runner.run(qemu_img.convert_vmdk_argv(src, dst, controller), log=qemu_img.LOG)
+    qemu_img.fix_cid(dst)  # the same qcow2 gives the same VMDK, so the same OVA
     info = qemu_img.info(runner, dst, "vmdk")
     if info.create_type != "streamOptimized":
         raise StageError(f"export: {dst} has create type {info.create_type!r}, not "
