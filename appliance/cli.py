@@ -17,6 +17,7 @@ from appliance.paths import REPO, build_root, out_root
 from appliance.run import Runner
 from appliance.stages.kernel import check as kernel
 from appliance.stages.order import STAGE_NAMES, stage_runner
+from appliance.vm import boot_check
 from appliance.vm import image_boot as test_image
 
 
@@ -51,6 +52,13 @@ def add_test_image_args(p: argparse.ArgumentParser) -> None:
                    help="seconds from QEMU start to APPLIANCE-READY, per boot "
                         f"(default {test_image.TIMEOUT_S['tcg']:g} under TCG, "
                         f"{test_image.TIMEOUT_S['kvm']:g} under KVM)")
+    p.add_argument("--disk-bus", action="append", default=[], choices=boot_check.DISK_BUSES,
+                   help="attach the disk on this bus (repeatable; default ide)")
+    p.add_argument("--nic", action="append", default=[], choices=list(boot_check.NICS),
+                   help="network card (repeatable; default e1000); every bus is booted with "
+                        "every NIC")
+    p.add_argument("--matrix", action="store_true",
+                   help="every disk bus with every NIC (15 variants, each booted twice)")
     p.add_argument("--shutdown-timeout", type=float, default=test_image.SHUTDOWN_TIMEOUT_S,
                    metavar="S", help="seconds to wait for the guest to power off after the "
                    f"ACPI power button before QEMU is stopped "
@@ -192,7 +200,8 @@ def cmd_test_image(args) -> int:
             or args.shutdown_timeout < 0:
         raise PipelineError("test-image: --memory must be at least 64 (MB) and the timeouts "
                             "positive")
-    options = test_image.Options(args.memory, args.timeout, args.shutdown_timeout)
+    options = test_image.Options(args.memory, args.timeout, args.shutdown_timeout,
+                                 test_image.variants(args.disk_bus, args.nic, args.matrix))
     return test_image.run(args.image or None, options)
 
 

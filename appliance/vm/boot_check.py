@@ -61,6 +61,39 @@ def find_marker(serial: str) -> Marker | None:
     return Marker("not-ready", service)
 
 
+# How each disk bus attaches the disk (QEMU device names). tc11 has ATA_PIIX, SATA_AHCI,
+# SCSI_VIRTIO and BLK_DEV_NVME built in, and virtio_blk as a module of its base initrd.
+DISK_BUSES = ("ide", "sata", "virtio-blk", "virtio-scsi", "nvme")
+# The NICs hypervisors attach: e1000 (VirtualBox, VMware's OVF default, Packer's), virtio-net
+# (libvirt, OpenStack, Proxmox), vmxnet3 (VMware); all three are in tc11's base modules.
+NICS = {"e1000": "e1000", "virtio": "virtio-net-pci", "vmxnet3": "vmxnet3"}
+
+
+def disk_argv(bus: str, disk: Path) -> list[str]:
+    """QEMU arguments that attach `disk` (qcow2) on `bus` (pure)."""
+    if bus == "ide":
+        return ["-drive", f"file={disk},if=ide,format=qcow2"]
+    drive = ["-drive", f"file={disk},if=none,id=disk0,format=qcow2"]
+    devices = {
+        "sata": ["-device", "ahci,id=ahci0", "-device", "ide-hd,drive=disk0,bus=ahci0.0"],
+        "virtio-blk": ["-device", "virtio-blk-pci,drive=disk0"],
+        "virtio-scsi": ["-device", "virtio-scsi-pci,id=scsi0",
+                        "-device", "scsi-hd,drive=disk0,bus=scsi0.0"],
+        "nvme": ["-device", "nvme,drive=disk0,serial=tc-appliance"],
+    }
+    if bus not in devices:
+        raise ValueError(f"unknown disk bus {bus!r} (one of {', '.join(DISK_BUSES)})")
+    return drive + devices[bus]
+
+
+def nic_argv(nic: str, host_port: int) -> list[str]:
+    """QEMU arguments for the NIC on user networking, the gateway forwarded (pure)."""
+    if nic not in NICS:
+        raise ValueError(f"unknown NIC {nic!r} (one of {', '.join(NICS)})")
+    fwd = f"hostfwd=tcp:127.0.0.1:{host_port}-:{GATEWAY_PORT}"
+    return ["-netdev", f"user,id=net0,{fwd}", "-device", f"{NICS[nic]},netdev=net0"]
+
+
 @dataclass(frozen=True)
 class BootSpec:
     disk: Path  # the qcow2 overlay, never the deliverable
@@ -70,17 +103,18 @@ class BootSpec:
     serial_log: Path
     qmp_socket: Path
     host_port: int  # 127.0.0.1:host_port -> guest :8080
+    disk_bus: str = "ide"
+    nic: str = "e1000"
 
 
 def qemu_argv(spec: BootSpec) -> list[str]:
-    """The QEMU command line of one boot (pure): the hardware the OVF describes."""
-    fwd = f"hostfwd=tcp:127.0.0.1:{spec.host_port}-:{GATEWAY_PORT}"
+    """The QEMU command line of one boot (pure); IDE and e1000 are what the OVF describes."""
     return [
         "qemu-system-x86_64", "-accel", spec.accel, "-machine", "pc",
         "-smp", str(spec.cpus), "-m", str(spec.memory_mb),
         "-display", "none",
-        "-drive", f"file={spec.disk},if=ide,format=qcow2",
-        "-netdev", f"user,id=net0,{fwd}", "-device", "e1000,netdev=net0",
+        *disk_argv(spec.disk_bus, spec.disk),
+        *nic_argv(spec.nic, spec.host_port),
         "-serial", f"file:{spec.serial_log}",
         "-qmp", f"unix:{spec.qmp_socket},server=on,wait=off",
     ]  # fmt: skip

@@ -24,7 +24,7 @@ from appliance.errors import PipelineError
 from appliance.paths import build_root, out_root
 from appliance.run import Runner
 from appliance.vm import qemu_img
-from appliance.vm.boot_check import Boot, BootResult, BootSpec, free_port
+from appliance.vm.boot_check import DISK_BUSES, NICS, Boot, BootResult, BootSpec, free_port
 from appliance.vm.qemu import Accel, accelerator
 
 KINDS = {".qcow2": "qcow2", ".vmdk": "vmdk", ".ova": "ova"}
@@ -39,10 +39,33 @@ HINT = "test-image boots a .qcow2 or .vmdk disk, or the .vmdk inside an .ova"
 
 
 @dataclass(frozen=True)
+class Variant:
+    """The virtual hardware one image is booted on: a disk bus and a NIC."""
+    disk_bus: str = "ide"
+    nic: str = "e1000"
+
+    def __str__(self) -> str:
+        return f"{self.disk_bus}+{self.nic}"
+
+
+DEFAULT_VARIANTS = (Variant(),)  # what the OVF describes; one pass keeps CI short
+
+
+def variants(buses: list[str], nics: list[str], matrix: bool) -> tuple[Variant, ...]:
+    """Every chosen bus with every chosen NIC (`matrix`: all of both), in a fixed order."""
+    if matrix:
+        buses, nics = list(DISK_BUSES), list(NICS)
+    buses, nics = buses or ["ide"], nics or ["e1000"]
+    return tuple(Variant(b, n) for b in dict.fromkeys(buses) for n in dict.fromkeys(nics))
+
+
+@dataclass(frozen=True)
 class Options:
     memory_mb: int = DEFAULT_MEMORY_MB
     timeout_s: float | None = None  # None: by accelerator (TIMEOUT_S)
     shutdown_timeout_s: float = SHUTDOWN_TIMEOUT_S
+    variants: tuple[Variant, ...] = DEFAULT_VARIANTS
+    boots: int = BOOTS
 
 
 @dataclass(frozen=True)
@@ -58,19 +81,21 @@ class Verdict:
     boots: tuple[BootResult, ...] = ()
     problem: str | None = None
     serial_log: Path | None = None
+    variant: Variant | None = None  # None: the default hardware, not named in the line
 
     @property
     def passed(self) -> bool:
         return self.problem is None
 
     def line(self) -> str:
+        what = f"{self.image} [{self.variant}]" if self.variant else f"{self.image}"
         if self.problem is not None:
             kept = f"; serial log kept at {self.serial_log}" if self.serial_log else ""
-            return f"test-image: FAIL {self.image}: {self.problem}{kept}"
+            return f"test-image: FAIL {what}: {self.problem}{kept}"
         times = ", ".join(f"boot {n}: {b.seconds:.0f} s" for n, b in enumerate(self.boots, 1))
         hard = sum(b.hard_stop for b in self.boots)
         note = f"; {hard} ACPI power-off(s) ignored, QEMU stopped" if hard else ""
-        return f"test-image: PASS {self.image} ({times}{note})"
+        return f"test-image: PASS {what} ({times}{note})"
 
 
 # --- which images, and what they are -------------------------------------------------------
@@ -206,28 +231,40 @@ def scratch():
         shutil.rmtree(sockets, ignore_errors=True)
 
 
-def check_target(target: Target, options: Options, accel: Accel) -> Verdict:
+def check_target(target: Target, options: Options, accel: Accel) -> list[Verdict]:
+    """One verdict per variant; each variant boots a fresh overlay `options.boots` times."""
     forget_logs(target.image)
+    named = options.variants != DEFAULT_VARIANTS
+    return [check_variant(target, options, accel, v if named else None)
+            for v in options.variants]
+
+
+def check_variant(target: Target, options: Options, accel: Accel,
+                  variant: Variant | None) -> Verdict:
+    hw = variant or Variant()
+    tag = f"{hw.disk_bus}-{hw.nic}-" if variant else ""
     with scratch() as (work, sockets):
         runner = Runner(log_dir=work, echo=log.detail)
         try:
             overlay = make_overlay(target, work, runner)
         except PipelineError as exc:
-            return Verdict(target.image, problem=exc.message)
+            return Verdict(target.image, problem=exc.message, variant=variant)
         timeout = options.timeout_s or TIMEOUT_S[accel.name]
         results: list[BootResult] = []
-        for n in range(1, BOOTS + 1):
+        for n in range(1, options.boots + 1):
             spec = BootSpec(overlay, accel.name, options.memory_mb, CPUS[accel.name],
-                            work / f"boot{n}-serial.log", sockets / f"qmp{n}.sock", free_port())
-            log.say(f"boot {n} of {target.image.name} (127.0.0.1:{spec.host_port} -> :8080)")
+                            work / f"{tag}boot{n}-serial.log", sockets / f"qmp{n}.sock",
+                            free_port(), hw.disk_bus, hw.nic)
+            log.say(f"boot {n} of {target.image.name} on {hw} "
+                    f"(127.0.0.1:{spec.host_port} -> :8080)")
             result = Boot(runner, spec, f"boot {n}", log.say, log.warn).run(
                 timeout, options.shutdown_timeout_s)
             results.append(result)
             if result.problem is not None:
                 kept = keep_logs(work, target.image)
                 return Verdict(target.image, tuple(results), f"boot {n}: {result.problem}",
-                               kept / f"{target.image.name}.{spec.serial_log.name}")
-    return Verdict(target.image, tuple(results))
+                               kept / f"{target.image.name}.{spec.serial_log.name}", variant)
+    return Verdict(target.image, tuple(results), variant=variant)
 
 
 def make_overlay(target: Target, work: Path, runner: Runner) -> Path:
@@ -266,8 +303,9 @@ def run(images: list[Path] | None, options: Options) -> int:
         try:
             for target in targets:
                 log.say(f"test-image: {target.image}")
-                verdicts.append(check_target(target, options, accel))
-                print(verdicts[-1].line(), flush=True)
+                for verdict in check_target(target, options, accel):
+                    verdicts.append(verdict)
+                    print(verdict.line(), flush=True)
         except KeyboardInterrupt:
             log.error("test-image interrupted: QEMU stopped, temporary overlay removed")
             return 130

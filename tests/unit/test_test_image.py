@@ -56,6 +56,62 @@ def test_qemu_argv_takes_the_accelerator(tmp_path):
     assert option(qemu_argv(spec(tmp_path, "kvm")), "-accel") == ["kvm"]
 
 
+@pytest.mark.parametrize("bus, devices", [
+    ("sata", ["ahci,id=ahci0", "ide-hd,drive=disk0,bus=ahci0.0"]),
+    ("virtio-blk", ["virtio-blk-pci,drive=disk0"]),
+    ("virtio-scsi", ["virtio-scsi-pci,id=scsi0", "scsi-hd,drive=disk0,bus=scsi0.0"]),
+    ("nvme", ["nvme,drive=disk0,serial=tc-appliance"]),
+])
+def test_each_disk_bus_attaches_the_overlay_through_its_controller(tmp_path, bus, devices):
+    argv = qemu_argv(BootSpec(tmp_path / "o.qcow2", "tcg", 2048, 1, tmp_path / "s.log",
+                              Path("/tmp/q.sock"), 43210, disk_bus=bus, nic="virtio"))
+    assert option(argv, "-drive") == [f"file={tmp_path}/o.qcow2,if=none,id=disk0,format=qcow2"]
+    assert option(argv, "-device") == [*devices, "virtio-net-pci,netdev=net0"]
+
+
+@pytest.mark.parametrize("nic, device", [("e1000", "e1000"), ("virtio", "virtio-net-pci"),
+                                         ("vmxnet3", "vmxnet3")])
+def test_each_nic_is_on_user_networking_with_the_gateway_forward(nic, device):
+    assert boot_check.nic_argv(nic, 5555) == [
+        "-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:5555-:8080",
+        "-device", f"{device},netdev=net0"]
+
+
+def test_an_unknown_bus_or_nic_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown disk bus 'scsi'"):
+        boot_check.disk_argv("scsi", tmp_path)
+    with pytest.raises(ValueError, match="unknown NIC 'rtl8139'"):
+        boot_check.nic_argv("rtl8139", 1)
+
+
+def test_variants_pair_every_bus_with_every_nic():
+    assert ti.variants([], [], False) == ti.DEFAULT_VARIANTS == (ti.Variant("ide", "e1000"),)
+    assert ti.variants(["virtio-blk", "nvme"], ["virtio"], False) == (
+        ti.Variant("virtio-blk", "virtio"), ti.Variant("nvme", "virtio"))
+    assert ti.variants(["sata", "sata"], [], False) == (ti.Variant("sata", "e1000"),)
+    matrix = ti.variants(["ide"], [], True)
+    assert len(matrix) == 15 and len(set(matrix)) == 15
+    assert {v.disk_bus for v in matrix} == set(boot_check.DISK_BUSES)
+    assert {v.nic for v in matrix} == set(boot_check.NICS)
+
+
+def test_a_variant_is_named_in_its_verdict_line():
+    verdict = ti.Verdict(Path("a.qcow2"), (BootResult(30), BootResult(28)),
+                         variant=ti.Variant("nvme", "vmxnet3"))
+    assert verdict.line() == "test-image: PASS a.qcow2 [nvme+vmxnet3] (boot 1: 30 s, boot 2: 28 s)"
+
+
+def test_cli_test_image_takes_buses_nics_and_matrix(monkeypatch):
+    seen = []
+    monkeypatch.setattr(ti, "run", lambda images, options: seen.append(options) or 0)
+    assert cli.main(["test-image", "--disk-bus", "virtio-blk", "--nic", "virtio",
+                     "--nic", "vmxnet3"]) == 0
+    assert seen[-1].variants == (ti.Variant("virtio-blk", "virtio"),
+                                 ti.Variant("virtio-blk", "vmxnet3"))
+    assert cli.main(["test-image", "--matrix"]) == 0
+    assert len(seen[-1].variants) == 15
+
+
 def test_overlay_argv_names_the_backing_format_and_an_absolute_backing_path(tmp_path,
                                                                            monkeypatch):
     monkeypatch.chdir(tmp_path)
