@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance import export, extensions, iso_remaster, kernel_build, log, packer_build
+from appliance import export, extensions, files, iso_remaster, kernel_build, log, packer_build
 from appliance import lock as lockfile
 from appliance.config import LoadedRecipe, Recipe
 from appliance.errors import LockError
@@ -23,6 +23,7 @@ class Context:
     fetcher: Fetcher
     runner: Runner
     build_root: Path
+    dry_run: bool = False  # `plan`: read only, never make anything (not even the build key)
 
     @property
     def recipe(self) -> Recipe:
@@ -70,7 +71,7 @@ def run_fetch(ctx: Context, work: Path) -> dict[str, Path]:
         "inputs": {k: {"name": downloads[k].name, "sha256": downloads[k].sha256,
                        "path": str(outputs[k])} for k in keys},
     }
-    (work / "inputs.json").write_text(json.dumps(listing, indent=2) + "\n")
+    files.write_text(work / "inputs.json", json.dumps(listing, indent=2) + "\n")
     return {**outputs, "inputs.json": work / "inputs.json"}
 
 

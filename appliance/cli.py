@@ -7,11 +7,12 @@ import shutil
 import sys
 import traceback
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from appliance import config, doctor, kernel, log, test_image
+from appliance import config, doctor, kernel, log, signals, test_image
 from appliance import lock as lockfile
 from appliance.build import STAGES, Context, select_lock, stage_runner
-from appliance.errors import PipelineError
+from appliance.errors import PipelineError, UsageError
 from appliance.fetch import Fetcher
 from appliance.paths import REPO, build_root, out_root
 from appliance.run import Runner
@@ -27,6 +28,17 @@ def add_recipe_args(p: argparse.ArgumentParser) -> None:
                    help="lock file (default: appliance.lock beside the first recipe)")
 
 
+def positive_int(text: str) -> int:
+    """argparse type for counts: a clear usage error for 0, -1 or 'x' (exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def add_build_args(p: argparse.ArgumentParser, *, until: bool = True) -> None:
     add_recipe_args(p)
     p.add_argument("--locked", action="store_true",
@@ -35,7 +47,8 @@ def add_build_args(p: argparse.ArgumentParser, *, until: bool = True) -> None:
                    help="use the download cache only; name any input that is missing")
     p.add_argument("--force", action="append", default=[], choices=STAGE_NAMES,
                    metavar="STAGE", help="rebuild STAGE even if it is up to date (repeatable)")
-    p.add_argument("-j", "--jobs", type=int, default=4, help="parallel downloads (default 4)")
+    p.add_argument("-j", "--jobs", type=positive_int, default=4,
+                   help="parallel downloads (default 4)")
     if until:
         p.add_argument("--until", choices=STAGE_NAMES, metavar="STAGE",
                        help=f"stop after STAGE ({', '.join(STAGE_NAMES)})")
@@ -126,7 +139,7 @@ def cmd_plan(args) -> int:
         print(f"lock: {path} {'is out of date' if current else 'does not exist'}; "
               "`build` would resolve pins first (`--locked` would refuse)")
         current = current or lockfile.Lock(lockfile.identity(loaded.recipe), {})
-    ctx = Context(loaded, current, Fetcher(offline=True), Runner(), build_root())
+    ctx = Context(loaded, current, Fetcher(offline=True), Runner(), build_root(), dry_run=True)
     decisions = stage_runner(build_root()).execute(ctx, until=args.until, force=set(args.force),
                                                    dry_run=True)
     for d in decisions:
@@ -165,7 +178,7 @@ def kernel_config_text(args) -> tuple[str, str, dict[str, str]]:
             raise PipelineError(f"{path}: cannot read: {exc.strerror}") from None
     built: dict[str, str] = {}
     if args.kconfig:
-        urls = (args.kconfig,)
+        urls = (checked_url(args.kconfig, "kernel-check CONFIG"),)
     else:
         recipe = load_recipe(args).recipe
         if recipe.kernel.config is None:
@@ -177,6 +190,18 @@ def kernel_config_text(args) -> tuple[str, str, dict[str, str]]:
     found = Fetcher().get_text(urls)
     assert found is not None  # get_text raises when no URL answers
     return found[1], found[0], built
+
+
+def checked_url(url: str, what: str) -> str:
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError as exc:  # "http://[::1": urlsplit refuses a malformed host
+        raise UsageError(f"{what}: {url!r} is not a valid URL ({exc})",
+                         "give a path, or an http, https or file URL") from None
+    if scheme not in ("http", "https", "file"):
+        raise UsageError(f"{what}: {url!r}: unsupported URL scheme {scheme!r}",
+                         "give a path, or an http, https or file URL")
+    return url
 
 
 def cmd_kernel_check(args) -> int:
@@ -217,16 +242,25 @@ VERBS = {
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     log.set_quiet(args.quiet)
-    try:
-        return VERBS[args.verb](args)
-    except PipelineError as exc:
-        if args.debug:
-            traceback.print_exc()
-        log.error(str(exc))
-        return exc.exit_code
-    except KeyboardInterrupt:
-        log.error("interrupted; finished stages and cached downloads are kept")
-        return 130
+    with signals.terminate_as_interrupt():
+        try:
+            return VERBS[args.verb](args)
+        except PipelineError as exc:
+            if args.debug:
+                traceback.print_exc()
+            log.error(str(exc))
+            return exc.exit_code
+        except KeyboardInterrupt as exc:
+            log.error(f"{signals.describe(exc)}; finished stages and cached downloads are kept")
+            return signals.exit_status(exc)
+        except OSError as exc:
+            # The last net under the writes and reads no stage wraps itself (a full disk, a
+            # read-only folder): the file and the reason, not a traceback.
+            if args.debug:
+                traceback.print_exc()
+            where = f"{exc.filename}: " if exc.filename else ""
+            log.error(f"{where}{exc.strerror or exc}")
+            return 1
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from appliance import images, kernel_build, log, overlay_spec, overlay_tree, tcz, tinycore
+from appliance import files, images, kernel_build, log, overlay_spec, overlay_tree, tcz, tinycore
 from appliance.config import Image, Recipe
 from appliance.errors import StageError
 from appliance.fetch import md5_file, sha256_file
@@ -284,8 +284,8 @@ def write_listing(work: Path, avail: Available, keys: dict[str, str]) -> dict[st
                            **({"key": keys[n]} if n in keys else {})} for n in order},
         "note": "paths of source 'overlay' are relative to this file's folder",
     }
-    (work / LISTING).write_text(json.dumps(listing, indent=2) + "\n")
-    (work / "onboot.lst").write_text("".join(f"{n}\n" for n in order))
+    files.write_text(work / LISTING, json.dumps(listing, indent=2) + "\n")
+    files.write_text(work / "onboot.lst", "".join(f"{n}\n" for n in order))
     return {LISTING: work / LISTING, "onboot.lst": work / "onboot.lst"}
 
 

@@ -22,6 +22,13 @@ def detail(message: str) -> None:
         print(f"    {message}", file=sys.stderr, flush=True)
 
 
+def command(line: str) -> None:
+    """A command the runner starts (`+ cmd`) or its streamed output: progress, not a result,
+    so stderr, and not under -q."""
+    if not _quiet:
+        print(line, file=sys.stderr, flush=True)
+
+
 def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 

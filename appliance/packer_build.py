@@ -14,7 +14,7 @@ import json
 import shutil
 from pathlib import Path
 
-from appliance import keys, log, packer_template, qemu
+from appliance import files, keys, log, packer_template, qemu
 from appliance.config import Recipe
 from appliance.errors import StageError
 from appliance.packer_output import Progress
@@ -132,7 +132,7 @@ def collect(ctx, build: packer_template.Build, progress: Progress) -> dict[str, 
     shutil.rmtree(build.work / "output")
     report = {"accelerator": build.accelerator, "install_mode": ctx.recipe.install.mode,
               "packer_version": tool_version(VERSION_ARGV), "phases": progress.phases()}
-    (build.work / "build.json").write_text(json.dumps(report, indent=2) + "\n")
+    files.write_text(build.work / "build.json", json.dumps(report, indent=2) + "\n")
     times = ", ".join(f"{k} {v} s" for k, v in report["phases"].items())
     log.say(f"packer: verified {ctx.recipe.install.mode} install ({times}); "
             f"{disk.name}: {disk.stat().st_size // (1024 * 1024)} MiB")

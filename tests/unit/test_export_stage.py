@@ -179,3 +179,37 @@ def test_vmdk_that_is_not_stream_optimized_is_an_error(tmp_path, disk, monkeypat
     h.build()
     qemu.create_type = "monolithicSparse"
     failing_rebuild(h, "not streamOptimized")
+
+
+def test_a_format_dropped_from_the_recipe_leaves_out(tmp_path, disk, monkeypatch):
+    h = make(tmp_path, disk, monkeypatch)
+    h.build()
+    (h.out / "notes.txt").write_text("mine\n")  # never published by the pipeline: kept
+    h.build('export = {formats = ["qcow2"]}\n')
+    assert sorted(p.name for p in h.out.iterdir()) == sorted(
+        [f"{BASE}.qcow2", "manifest.json", "SHA256SUMS", "notes.txt"])
+    h.build('export = {formats = ["ova"]}\n')
+    assert sorted(p.name for p in h.out.iterdir()) == sorted(
+        [f"{BASE}.ova", "manifest.json", "SHA256SUMS", "notes.txt"])
+
+
+@pytest.mark.parametrize("name", ["manifest.json", "SHA256SUMS"])
+def test_a_full_disk_at_manifest_or_sums_leaves_out_as_it_was(tmp_path, disk, monkeypatch,
+                                                              name):
+    import errno
+    import os
+
+    from appliance import files
+
+    h = make(tmp_path, disk, monkeypatch)
+    h.build()
+    real_open = open
+
+    def full(path, mode="r", *args, **kwargs):
+        if "w" in mode and f".{name}." in str(path):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(files, "open", full, raising=False)
+    err = failing_rebuild(h, f"{name}: cannot write: No space left on device")
+    assert "Traceback" not in str(err)
