@@ -9,12 +9,12 @@ import traceback
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from appliance import config, doctor, kernel, log, signals, test_image
+from appliance import config, doctor, kernel, log, paths, qemu, signals, test_image
 from appliance import lock as lockfile
 from appliance.build import STAGES, Context, select_lock, stage_runner
 from appliance.errors import PipelineError, UsageError
 from appliance.fetch import Fetcher
-from appliance.paths import REPO, build_root, out_root
+from appliance.paths import REPO, build_root, cache_root, out_root
 from appliance.run import Runner
 
 STAGE_NAMES = [s.name for s in STAGES]
@@ -54,6 +54,13 @@ def add_build_args(p: argparse.ArgumentParser, *, until: bool = True) -> None:
                        help=f"stop after STAGE ({', '.join(STAGE_NAMES)})")
 
 
+def add_reprobe_arg(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--reprobe", action="store_true",
+                   help="probe KVM/TCG again instead of using the verdict cached under the "
+                        "cache folder (it is keyed by the host kernel, QEMU and /dev/kvm)")
+    return p
+
+
 def add_test_image_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("image", nargs="*", type=Path, metavar="IMAGE",
                    help=".qcow2, .vmdk or .ova (default: the deliverables in out/)")
@@ -75,14 +82,17 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     ap.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = ap.add_subparsers(dest="verb", required=True, metavar="VERB")
-    add_build_args(sub.add_parser("build", help="run the stages (skipping what is up to date)"))
+    add_build_args(add_reprobe_arg(sub.add_parser(
+        "build", help="run the stages (skipping what is up to date)")))
     add_build_args(sub.add_parser("fetch", help="download and verify every input"), until=False)
     add_recipe_args(sub.add_parser(
         "lock", help="pin every remote input (sha256) from upstream checksum files",
         description="Resolve every remote input of the recipe to a sha256, trusting only "
                     "upstream checksum files, and write the lock file."))
     add_build_args(sub.add_parser("plan", help="show which stages would run and why"))
-    sub.add_parser("doctor", help="check this host: tools, versions, accelerator, disk")
+    add_recipe_args(add_reprobe_arg(sub.add_parser(
+        "doctor", help="check this host: tools, versions, accelerator, disk (and the kernel "
+                       "stage's tools when the recipe builds kernel modules)")))
     add_recipe_args(sub.add_parser("show-config", help="print the resolved recipe as JSON"))
     kc = sub.add_parser(
         "kernel-check", help="judge a kernel config for containers (exit 0: ready)",
@@ -93,15 +103,17 @@ def parser() -> argparse.ArgumentParser:
     kc.add_argument("kconfig", nargs="?", metavar="CONFIG")
     kc.add_argument("--json", action="store_true", help="machine-readable output")
     add_recipe_args(kc)
-    add_test_image_args(sub.add_parser(
+    add_test_image_args(add_reprobe_arg(sub.add_parser(
         "test-image", help="boot an exported image twice; pass when it says APPLIANCE-READY",
         description="Boot each IMAGE (default: every *.qcow2 and *.ova in out/) on a fresh "
                     "copy-on-write overlay, twice with an ACPI power-off in between; each "
                     "boot passes when the serial console shows APPLIANCE-READY and the "
                     "gateway's /healthz (guest port 8080) answers 200. Exit 0 only if "
-                    "every image passes."))
-    cl = sub.add_parser("clean", help="remove build/ and out/ (the cache is kept)")
-    cl.add_argument("--cache", action="store_true", help="also remove the download cache")
+                    "every image passes.")))
+    cl = sub.add_parser("clean", help="remove build/ and out/ if the pipeline made them (the "
+                                      "cache is kept)")
+    cl.add_argument("--cache", action="store_true",
+                    help="also remove the cache: downloads, images, the build SSH key")
     return ap
 
 
@@ -116,10 +128,11 @@ def lock_path(args, loaded: config.LoadedRecipe) -> Path:
 
 def make_context(args) -> Context:
     loaded = load_recipe(args)
+    paths.claim(cache_root())
     fetcher = Fetcher(offline=getattr(args, "offline", False), jobs=getattr(args, "jobs", 4))
     path = lock_path(args, loaded)
     pins = select_lock(loaded, path, locked=args.locked, offline=args.offline, fetcher=fetcher)
-    runner = Runner(log_dir=build_root() / "logs")
+    runner = Runner(log_dir=paths.claim(build_root()) / "logs")
     return Context(loaded, pins, fetcher, runner, build_root())
 
 
@@ -151,6 +164,7 @@ def cmd_lock(args) -> int:
     loaded = load_recipe(args)
     path = lock_path(args, loaded)
     log.say(f"locking {', '.join(map(str, loaded.files))} -> {path}")
+    paths.claim(cache_root())
     resolved = lockfile.resolve(loaded.recipe, Fetcher())
     lockfile.write(path, resolved)
     log.say(f"wrote {path}: {len(resolved.pins)} pinned inputs")
@@ -158,7 +172,13 @@ def cmd_lock(args) -> int:
 
 
 def cmd_doctor(args) -> int:
-    checks = doctor.run_checks(build_root())
+    try:
+        recipe = load_recipe(args).recipe
+        unread = None
+    except PipelineError as exc:  # the host checks are still worth showing
+        recipe, unread = None, doctor.Check("recipe", False, f"not checked: {exc.message}",
+                                            required=False)
+    checks = doctor.run_checks(build_root(), recipe) + ([unread] if unread else [])
     print(doctor.render(checks))
     return 0 if doctor.healthy(checks) else 1
 
@@ -220,15 +240,26 @@ def cmd_test_image(args) -> int:
     return test_image.run(args.image or None, options)
 
 
+CACHE_CONTENTS = ("downloads (re-fetched on the next build), container images, Packer's cache, "
+                  "the stand-in's builds, and the build SSH key (keys/build_ed25519: the next "
+                  "build makes a new one, so the remastered ISO changes)")
+
+
 def cmd_clean(args) -> int:
-    targets = [build_root(), out_root()]
-    if args.cache:
-        from appliance.paths import cache_root
-        targets.append(cache_root())
-    for target in targets:
-        if target.exists():
-            shutil.rmtree(target)
-            log.say(f"removed {target}")
+    targets = [build_root(), out_root()] + ([cache_root()] if args.cache else [])
+    present = [t for t in targets if t.exists()]
+    foreign = [t for t in present if not paths.made_by_pipeline(t)]
+    if foreign:  # checked for all before anything is deleted
+        raise PipelineError(
+            f"refusing to delete {', '.join(map(str, foreign))}: the pipeline did not make "
+            f"it (no {paths.MARKER} marker inside); nothing was deleted",
+            "point APPLIANCE_BUILD/APPLIANCE_OUT/APPLIANCE_CACHE elsewhere, or delete it "
+            "yourself if it really holds only build output")
+    for target in present:
+        if target == cache_root():
+            log.say(f"removing {target}: {CACHE_CONTENTS}")
+        shutil.rmtree(target)
+        log.say(f"removed {target}")
     return 0
 
 
@@ -242,6 +273,8 @@ VERBS = {
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     log.set_quiet(args.quiet)
+    if getattr(args, "reprobe", False):
+        qemu.reprobe()
     with signals.terminate_as_interrupt():
         try:
             return VERBS[args.verb](args)

@@ -110,7 +110,9 @@ def parse(data: object) -> Lock:
     """A Lock from parsed JSON; ValueError/TypeError name the first thing that is wrong.
 
     The pins' names become file names in the download cache, so a name is one plain path
-    component: a `../` in a hand-edited or hostile lock must not write outside it."""
+    component: a `../` in a hand-edited or hostile lock must not write outside it. (An
+    image's name is its reference, `ghcr.io/openfaas/gateway:0.27.12`; its cache is keyed
+    by digest.)"""
     if not isinstance(data, dict):
         raise TypeError(f"the top level is a JSON {type(data).__name__}, not an object")
     if data.get("format") != LOCK_FORMAT:
@@ -147,6 +149,8 @@ def parse_pin(item: object, where: str) -> Pin:
                 isinstance(value, str) and pattern.fullmatch(value)):
             raise ValueError(f"{where}.{algo} must be a lower-case hex {algo} digest, "
                              f"not {value!r}")
+    if pin.key.startswith("image/"):
+        return pin  # an image reference, pulled by digest into the image cache, not a file
     if pin.name in ("", ".", "..") or "/" in pin.name or "\\" in pin.name or "\0" in pin.name:
         raise ValueError(f"{where}.name {pin.name!r} must be a plain file name (no folders)")
     return pin

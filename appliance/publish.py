@@ -19,6 +19,7 @@ from pathlib import Path
 
 from appliance import log
 from appliance.errors import StageError
+from appliance.paths import claim
 
 PART = ".part"
 SUMS = "SHA256SUMS"
@@ -67,7 +68,7 @@ def stage_copy(src: Path, part: Path) -> None:
 def publish(files: list[Path], out_dir: Path) -> list[Path]:
     """Place `files` in `out_dir` under their own names, in the order given."""
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        claim(out_dir)
     except OSError as exc:
         raise StageError(f"cannot create {out_dir}: {exc.strerror or exc}",
                          "point APPLIANCE_OUT at a writable folder") from None

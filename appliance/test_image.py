@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance import log, qemu_img, signals
+from appliance import log, paths, qemu_img, signals
 from appliance.boot_check import Boot, BootResult, BootSpec, free_port
 from appliance.errors import PipelineError
 from appliance.paths import build_root, out_root
@@ -213,7 +213,7 @@ def forget_logs(image: Path) -> None:
 @contextmanager
 def scratch():
     """(work folder under build/ for the overlay, short folder for the QMP sockets)."""
-    build_root().mkdir(parents=True, exist_ok=True)
+    paths.claim(build_root())
     work = Path(tempfile.mkdtemp(prefix="test-image-", dir=build_root()))
     sockets = Path(tempfile.mkdtemp(prefix="ti-"))  # a unix socket path holds ~108 bytes
     try:

@@ -84,6 +84,15 @@ def test_a_damaged_lock_is_one_error_naming_it(where, capsys, text, what, verb):
     assert not (where / "build" / "fetch").exists()
 
 
+def test_an_image_pin_is_named_by_its_reference(where, capsys):
+    from appliance import lock
+
+    data = json.loads(lock_with())
+    data["pins"].append({**PIN, "key": "image/ghcr.io/openfaas/gateway:0.27.12",
+                         "name": "ghcr.io/openfaas/gateway:0.27.12", "sha256": "b" * 64})
+    assert "image/ghcr.io/openfaas/gateway:0.27.12" in lock.parse(data).pins
+
+
 def test_lock_option_naming_a_folder(where, capsys):
     code, out, err = run(capsys, "plan", "-c", str(where / "appliance.toml"), "--lock",
                          str(where))

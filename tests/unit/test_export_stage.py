@@ -13,6 +13,7 @@ import pytest
 from appliance import config
 from appliance.errors import ConfigError, StageError
 from appliance.fetch import sha256_file
+from appliance.paths import MARKER
 from tests.export_stage import BASE, BUILD_JSON, PINS, harness
 from tests.fakes import FakeRunner
 
@@ -72,7 +73,7 @@ def test_stage_publishes_deliverables_manifest_and_sums(tmp_path, disk, monkeypa
     decisions = h.build()
     assert decisions["export"].action == "run"
     assert {p.name for p in h.out.iterdir()} == {
-        "SHA256SUMS", f"{BASE}.ova", f"{BASE}.qcow2", "manifest.json"}
+        "SHA256SUMS", f"{BASE}.ova", f"{BASE}.qcow2", "manifest.json", MARKER}
     export_dir = h.build_root / "export"
     stamp = json.loads((export_dir / "stamp.json").read_text())
     assert set(stamp["outputs"]) == {"qcow2", "ova", "ovf", "mf", "manifest.json", "SHA256SUMS",
@@ -187,10 +188,10 @@ def test_a_format_dropped_from_the_recipe_leaves_out(tmp_path, disk, monkeypatch
     (h.out / "notes.txt").write_text("mine\n")  # never published by the pipeline: kept
     h.build('export = {formats = ["qcow2"]}\n')
     assert sorted(p.name for p in h.out.iterdir()) == sorted(
-        [f"{BASE}.qcow2", "manifest.json", "SHA256SUMS", "notes.txt"])
+        [f"{BASE}.qcow2", "manifest.json", "SHA256SUMS", "notes.txt", MARKER])
     h.build('export = {formats = ["ova"]}\n')
     assert sorted(p.name for p in h.out.iterdir()) == sorted(
-        [f"{BASE}.ova", "manifest.json", "SHA256SUMS", "notes.txt"])
+        [f"{BASE}.ova", MARKER, "manifest.json", "SHA256SUMS", "notes.txt"])
 
 
 @pytest.mark.parametrize("name", ["manifest.json", "SHA256SUMS"])
