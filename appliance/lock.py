@@ -102,6 +102,7 @@ def read(path: Path) -> Lock | None:
         raise LockError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
+IDENTITY_SECTIONS = ("tinycore", "releases", "kernel", "images")
 _HEX = {"sha256": re.compile(r"[0-9a-f]{64}"), "md5": re.compile(r"[0-9a-f]{32}")}
 _PIN_TEXT = ("key", "name", "version", "url", "trusted")
 
@@ -120,6 +121,9 @@ def parse(data: object) -> Lock:
     pins_data, ident = data["pins"], data["identity"]
     if not isinstance(pins_data, list) or not isinstance(ident, dict):
         raise TypeError("`pins` must be a list and `identity` an object")
+    for section in IDENTITY_SECTIONS:
+        if not isinstance(ident.get(section, {}), dict):
+            raise TypeError(f"`identity.{section}` must be an object")
     pins = {}
     for index, item in enumerate(pins_data):
         pin = parse_pin(item, f"pins[{index}]")
@@ -165,7 +169,7 @@ def staleness(lock: Lock, recipe: Recipe) -> list[str]:
     """Differences between the lock and the recipe; empty when the lock is up to date."""
     want, have = identity(recipe), lock.identity
     diffs = []
-    for section in ("tinycore", "releases", "kernel", "images"):
+    for section in IDENTITY_SECTIONS:
         w, h = want.get(section, {}), have.get(section, {})
         for key in sorted(set(w) | set(h)):
             if w.get(key) != h.get(key):
@@ -318,9 +322,12 @@ def downloads(recipe: Recipe, lock: Lock, fetcher: Fetcher) -> dict[str, Downloa
             urls = iso_urls(recipe)
         elif key.startswith("tcz/"):
             urls = repo.urls(pin.name)
-        elif key.startswith("kernel/"):
+        elif key.startswith("kernel/") and key in kernel_inputs(recipe):
             urls = recipe.mirror_urls(kernel_inputs(recipe)[key])
-        else:
+        elif key.startswith("release/") and key.removeprefix("release/") in recipe.releases:
             urls = (recipe.releases[key.removeprefix("release/")].resolved_url(),)
+        else:  # a hand-edited lock: nothing in the recipe says where this comes from
+            raise LockError(f"the lock pins {key!r}, which is not an input of the recipe",
+                            "run `python pipeline.py lock` to write a lock for this recipe")
         result[key] = Download(name=pin.name, urls=urls, sha256=pin.sha256, md5=pin.md5)
     return result
