@@ -29,6 +29,7 @@ from requests.adapters import HTTPAdapter
 from rich import progress as rp
 from rich.console import Console
 
+from appliance import log as console
 from appliance.errors import ChecksumError, FetchError
 from appliance.paths import downloads_dir
 
@@ -151,6 +152,8 @@ class _Job:
 
 
 def _auto_progress() -> bool:
+    if console.is_quiet():  # -q: warnings and errors only, no progress bars
+        return False
     try:
         return sys.stderr is not None and sys.stderr.isatty()
     except (AttributeError, ValueError):  # replaced or closed stderr
