@@ -107,8 +107,8 @@ def parser() -> argparse.ArgumentParser:
         "test-image", help="boot an exported image twice; pass when it says APPLIANCE-READY",
         description="Boot each IMAGE (default: the qcow2 and OVA out/manifest.json lists) "
                     "on a fresh copy-on-write overlay, twice with an ACPI power-off in "
-                    "between; each boot passes when the serial console shows APPLIANCE-READY and the "
-                    "gateway's /healthz (guest port 8080) answers 200. Exit 0 only if "
+                    "between; each boot passes when the serial console shows APPLIANCE-READY "
+                    "and the gateway's /healthz (guest port 8080) answers 200. Exit 0 only if "
                     "every image passes.")))
     cl = sub.add_parser("clean", help="remove build/ and out/ if the pipeline made them (the "
                                       "cache is kept)")
