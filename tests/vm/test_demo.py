@@ -194,7 +194,7 @@ def test_a_signal_stops_packer_and_qemu_and_keeps_the_last_build(traditional, si
     while qemu_processes(serial) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not qemu_processes(serial), "".join(seen) + rest
-    assert "Traceback" not in rest and "finished" not in rest and "packer: done" not in rest
+    assert "Traceback" not in rest and "==> finished" not in rest and "packer: done" not in rest
     assert (qcow2.stat().st_size, qcow2.stat().st_mtime) == before  # the last good build
 
 
