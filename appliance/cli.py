@@ -7,17 +7,18 @@ import shutil
 import sys
 import traceback
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from appliance import config, doctor, log
+from appliance import config, doctor, log, paths, signals
 from appliance import lock as lockfile
 from appliance.context import Context, select_lock
-from appliance.errors import PipelineError
+from appliance.errors import PipelineError, UsageError
 from appliance.fetch import Fetcher
-from appliance.paths import REPO, build_root, out_root
+from appliance.paths import REPO, build_root, cache_root, out_root
 from appliance.run import Runner
 from appliance.stages.kernel import check as kernel
 from appliance.stages.order import STAGE_NAMES, stage_runner
-from appliance.vm import boot_check
+from appliance.vm import boot_check, qemu
 from appliance.vm import image_boot as test_image
 
 
@@ -29,6 +30,17 @@ def add_recipe_args(p: argparse.ArgumentParser) -> None:
                    help="lock file (default: appliance.lock beside the first recipe)")
 
 
+def positive_int(text: str) -> int:
+    """argparse type for counts: a clear usage error for 0, -1 or 'x' (exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def add_build_args(p: argparse.ArgumentParser, *, until: bool = True) -> None:
     add_recipe_args(p)
     p.add_argument("--locked", action="store_true",
@@ -37,10 +49,18 @@ def add_build_args(p: argparse.ArgumentParser, *, until: bool = True) -> None:
                    help="use the download cache only; name any input that is missing")
     p.add_argument("--force", action="append", default=[], choices=STAGE_NAMES,
                    metavar="STAGE", help="rebuild STAGE even if it is up to date (repeatable)")
-    p.add_argument("-j", "--jobs", type=int, default=4, help="parallel downloads (default 4)")
+    p.add_argument("-j", "--jobs", type=positive_int, default=4,
+                   help="parallel downloads (default 4)")
     if until:
         p.add_argument("--until", choices=STAGE_NAMES, metavar="STAGE",
                        help=f"stop after STAGE ({', '.join(STAGE_NAMES)})")
+
+
+def add_reprobe_arg(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--reprobe", action="store_true",
+                   help="probe KVM/TCG again instead of using the verdict cached under the "
+                        "cache folder (it is keyed by the host kernel, QEMU and /dev/kvm)")
+    return p
 
 
 def add_test_image_args(p: argparse.ArgumentParser) -> None:
@@ -71,14 +91,17 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     ap.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = ap.add_subparsers(dest="verb", required=True, metavar="VERB")
-    add_build_args(sub.add_parser("build", help="run the stages (skipping what is up to date)"))
+    add_build_args(add_reprobe_arg(sub.add_parser(
+        "build", help="run the stages (skipping what is up to date)")))
     add_build_args(sub.add_parser("fetch", help="download and verify every input"), until=False)
     add_recipe_args(sub.add_parser(
         "lock", help="pin every remote input (sha256) from upstream checksum files",
         description="Resolve every remote input of the recipe to a sha256, trusting only "
                     "upstream checksum files, and write the lock file."))
     add_build_args(sub.add_parser("plan", help="show which stages would run and why"))
-    sub.add_parser("doctor", help="check this host: tools, versions, accelerator, disk")
+    add_recipe_args(add_reprobe_arg(sub.add_parser(
+        "doctor", help="check this host: tools, versions, accelerator, disk (and the kernel "
+                       "stage's tools when the recipe builds kernel modules)")))
     add_recipe_args(sub.add_parser("show-config", help="print the resolved recipe as JSON"))
     kc = sub.add_parser(
         "kernel-check", help="judge a kernel config for containers (exit 0: ready)",
@@ -89,15 +112,17 @@ def parser() -> argparse.ArgumentParser:
     kc.add_argument("kconfig", nargs="?", metavar="CONFIG")
     kc.add_argument("--json", action="store_true", help="machine-readable output")
     add_recipe_args(kc)
-    add_test_image_args(sub.add_parser(
+    add_test_image_args(add_reprobe_arg(sub.add_parser(
         "test-image", help="boot an exported image twice; pass when it says APPLIANCE-READY",
-        description="Boot each IMAGE (default: every *.qcow2 and *.ova in out/) on a fresh "
-                    "copy-on-write overlay, twice with an ACPI power-off in between; each "
-                    "boot passes when the serial console shows APPLIANCE-READY and the "
-                    "gateway's /healthz (guest port 8080) answers 200. Exit 0 only if "
-                    "every image passes."))
-    cl = sub.add_parser("clean", help="remove build/ and out/ (the cache is kept)")
-    cl.add_argument("--cache", action="store_true", help="also remove the download cache")
+        description="Boot each IMAGE (default: the qcow2 and OVA out/manifest.json lists) "
+                    "on a fresh copy-on-write overlay, twice with an ACPI power-off in "
+                    "between; each boot passes when the serial console shows APPLIANCE-READY "
+                    "and the gateway's /healthz (guest port 8080) answers 200. Exit 0 only if "
+                    "every image passes.")))
+    cl = sub.add_parser("clean", help="remove build/ and out/ if the pipeline made them (the "
+                                      "cache is kept)")
+    cl.add_argument("--cache", action="store_true",
+                    help="also remove the cache: downloads, images, the build SSH key")
     return ap
 
 
@@ -112,10 +137,11 @@ def lock_path(args, loaded: config.LoadedRecipe) -> Path:
 
 def make_context(args) -> Context:
     loaded = load_recipe(args)
+    paths.claim(cache_root())
     fetcher = Fetcher(offline=getattr(args, "offline", False), jobs=getattr(args, "jobs", 4))
     path = lock_path(args, loaded)
     pins = select_lock(loaded, path, locked=args.locked, offline=args.offline, fetcher=fetcher)
-    runner = Runner(log_dir=build_root() / "logs")
+    runner = Runner(log_dir=paths.claim(build_root()) / "logs")
     return Context(loaded, pins, fetcher, runner, build_root())
 
 
@@ -135,7 +161,7 @@ def cmd_plan(args) -> int:
         print(f"lock: {path} {'is out of date' if current else 'does not exist'}; "
               "`build` would resolve pins first (`--locked` would refuse)")
         current = current or lockfile.Lock(lockfile.identity(loaded.recipe), {})
-    ctx = Context(loaded, current, Fetcher(offline=True), Runner(), build_root())
+    ctx = Context(loaded, current, Fetcher(offline=True), Runner(), build_root(), dry_run=True)
     decisions = stage_runner(build_root()).execute(ctx, until=args.until, force=set(args.force),
                                                    dry_run=True)
     for d in decisions:
@@ -147,6 +173,7 @@ def cmd_lock(args) -> int:
     loaded = load_recipe(args)
     path = lock_path(args, loaded)
     log.say(f"locking {', '.join(map(str, loaded.files))} -> {path}")
+    paths.claim(cache_root())
     resolved = lockfile.resolve(loaded.recipe, Fetcher())
     lockfile.write(path, resolved)
     log.say(f"wrote {path}: {len(resolved.pins)} pinned inputs")
@@ -154,7 +181,13 @@ def cmd_lock(args) -> int:
 
 
 def cmd_doctor(args) -> int:
-    checks = doctor.run_checks(build_root())
+    try:
+        recipe = load_recipe(args).recipe
+        unread = None
+    except PipelineError as exc:  # the host checks are still worth showing
+        recipe, unread = None, doctor.Check("recipe", False, f"not checked: {exc.message}",
+                                            required=False)
+    checks = doctor.run_checks(build_root(), recipe) + ([unread] if unread else [])
     print(doctor.render(checks))
     return 0 if doctor.healthy(checks) else 1
 
@@ -174,7 +207,7 @@ def kernel_config_text(args) -> tuple[str, str, dict[str, str]]:
             raise PipelineError(f"{path}: cannot read: {exc.strerror}") from None
     built: dict[str, str] = {}
     if args.kconfig:
-        urls = (args.kconfig,)
+        urls = (checked_url(args.kconfig, "kernel-check CONFIG"),)
     else:
         recipe = load_recipe(args).recipe
         if recipe.kernel.config is None:
@@ -186,6 +219,18 @@ def kernel_config_text(args) -> tuple[str, str, dict[str, str]]:
     found = Fetcher().get_text(urls)
     assert found is not None  # get_text raises when no URL answers
     return found[1], found[0], built
+
+
+def checked_url(url: str, what: str) -> str:
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError as exc:  # "http://[::1": urlsplit refuses a malformed host
+        raise UsageError(f"{what}: {url!r} is not a valid URL ({exc})",
+                         "give a path, or an http, https or file URL") from None
+    if scheme not in ("http", "https", "file"):
+        raise UsageError(f"{what}: {url!r}: unsupported URL scheme {scheme!r}",
+                         "give a path, or an http, https or file URL")
+    return url
 
 
 def cmd_kernel_check(args) -> int:
@@ -205,15 +250,26 @@ def cmd_test_image(args) -> int:
     return test_image.run(args.image or None, options)
 
 
+CACHE_CONTENTS = ("downloads (re-fetched on the next build), container images, Packer's cache, "
+                  "the stand-in's builds, and the build SSH key (keys/build_ed25519: the next "
+                  "build makes a new one, so the remastered ISO changes)")
+
+
 def cmd_clean(args) -> int:
-    targets = [build_root(), out_root()]
-    if args.cache:
-        from appliance.paths import cache_root
-        targets.append(cache_root())
-    for target in targets:
-        if target.exists():
-            shutil.rmtree(target)
-            log.say(f"removed {target}")
+    targets = [build_root(), out_root()] + ([cache_root()] if args.cache else [])
+    present = [t for t in targets if t.exists()]
+    foreign = [t for t in present if not paths.made_by_pipeline(t)]
+    if foreign:  # checked for all before anything is deleted
+        raise PipelineError(
+            f"refusing to delete {', '.join(map(str, foreign))}: the pipeline did not make "
+            f"it (no {paths.MARKER} marker inside); nothing was deleted",
+            "point APPLIANCE_BUILD/APPLIANCE_OUT/APPLIANCE_CACHE elsewhere, or delete it "
+            "yourself if it really holds only build output")
+    for target in present:
+        if target == cache_root():
+            log.say(f"removing {target}: {CACHE_CONTENTS}")
+        shutil.rmtree(target)
+        log.say(f"removed {target}")
     return 0
 
 
@@ -227,16 +283,27 @@ VERBS = {
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     log.set_quiet(args.quiet)
-    try:
-        return VERBS[args.verb](args)
-    except PipelineError as exc:
-        if args.debug:
-            traceback.print_exc()
-        log.error(str(exc))
-        return exc.exit_code
-    except KeyboardInterrupt:
-        log.error("interrupted; finished stages and cached downloads are kept")
-        return 130
+    if getattr(args, "reprobe", False):
+        qemu.reprobe()
+    with signals.terminate_as_interrupt():
+        try:
+            return VERBS[args.verb](args)
+        except PipelineError as exc:
+            if args.debug:
+                traceback.print_exc()
+            log.error(str(exc))
+            return exc.exit_code
+        except KeyboardInterrupt as exc:
+            log.error(f"{signals.describe(exc)}; finished stages and cached downloads are kept")
+            return signals.exit_status(exc)
+        except OSError as exc:
+            # The last net under the writes and reads no stage wraps itself (a full disk, a
+            # read-only folder): the file and the reason, not a traceback.
+            if args.debug:
+                traceback.print_exc()
+            where = f"{exc.filename}: " if exc.filename else ""
+            log.error(f"{where}{exc.strerror or exc}")
+            return 1
 
 
 if __name__ == "__main__":

@@ -437,6 +437,9 @@ def read_toml(path: Path) -> dict:
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8 only (TOML 1.0, "Spec")
+        raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start}): TOML files are "
+                           "UTF-8"], "save the file as UTF-8") from None
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
 

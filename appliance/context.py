@@ -20,6 +20,7 @@ class Context:
     fetcher: Fetcher
     runner: Runner
     build_root: Path
+    dry_run: bool = False  # `plan`: read only, never make anything (not even the build key)
     # Set by the engine before any stage runs: the stages that take part in this recipe's
     # build, in order (a stage asks this instead of importing the stage list).
     active_stages: tuple[str, ...] = ()

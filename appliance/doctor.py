@@ -45,9 +45,15 @@ def check_tool(tool: str, purpose: str) -> Check:
     return Check(tool, True, version, required)
 
 
+def existing_ancestor(path: Path) -> Path:
+    """`doctor` only reads: the free space of a build folder not made yet is its parent's."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def check_disk(path: Path) -> Check:
-    path.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(path).free / 2**30
+    free = shutil.disk_usage(existing_ancestor(path)).free / 2**30
     ok = free >= MIN_FREE_GIB
     detail = f"{free:.0f} GiB free in {path}" + ("" if ok else f" (need >= {MIN_FREE_GIB} GiB)")
     return Check("disk space", ok, detail)
@@ -58,12 +64,41 @@ def check_accel() -> Check:
         accel = accelerator()
     except PipelineError as exc:
         return Check("accelerator", False, exc.message)
-    return Check(f"accelerator: {accel.name}", True, accel.reason)
+    cached = f" [cached in {accel.cached}; --reprobe probes again]" if accel.cached else ""
+    if accel.name == "kvm" and not accel.verified:
+        # KVM that runs a boot sector may still hang a real kernel (nested, PVM hosts)
+        return Check("accelerator", False, f"kvm: unverified: {accel.reason}{cached}",
+                     required=False)
+    return Check(f"accelerator: {accel.name}", True, accel.reason + cached)
 
 
-def run_checks(build_root: Path) -> list[Check]:
+# The kernel stage's host tools (the Makefile's build-essential bc bison flex libelf-dev):
+# a kernel tree's `make modules_prepare` needs all of them.
+KERNEL_TOOLS = ("make", "gcc", "bc", "bison", "flex")
+LIBELF_HEADERS = (Path("/usr/include/gelf.h"), Path("/usr/local/include/gelf.h"))
+
+
+def check_kernel_tools(recipe) -> list[Check]:
+    """The kernel stage's tools, when the recipe makes it build (modules or a full kernel)."""
+    from appliance.stages.kernel import stage as kernel_build  # heavy imports: only when a recipe is at hand
+
+    why_idle = kernel_build.idle_reason(recipe)
+    if why_idle:
+        return []
+    purpose = "the kernel stage (kernel.modules / kernel.rebuild)"
+    checks = [check_tool(tool, purpose) for tool in KERNEL_TOOLS]
+    found = next((h for h in LIBELF_HEADERS if h.is_file()), None)
+    checks.append(Check("libelf", found is not None,
+                        f"{found}" if found else f"gelf.h missing ({purpose}); install it "
+                        "with `apt-get install libelf-dev` (or run `make deps`)"))
+    return checks
+
+
+def run_checks(build_root: Path, recipe=None) -> list[Check]:
     checks = [Check("python", sys.version_info >= (3, 11), sys.version.split()[0])]
     checks += [check_tool(tool, purpose) for tool, purpose in TOOLS.items()]
+    if recipe is not None:
+        checks += check_kernel_tools(recipe)
     checks.append(check_disk(build_root))
     if shutil.which("qemu-system-x86_64"):
         checks.append(check_accel())

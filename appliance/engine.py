@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from appliance import log
+from appliance import files, log
 from appliance.errors import StageError
 from appliance.fetch import sha256_file
 from appliance.paths import REPO
@@ -174,7 +174,7 @@ class StageRunner:
             "outputs": describe_outputs(outputs, work),
             "seconds": round(time.monotonic() - start, 3),
         }
-        (work / STAMP).write_text(json.dumps(stamp, indent=2, sort_keys=True) + "\n")
+        files.write_text(work / STAMP, json.dumps(stamp, indent=2, sort_keys=True) + "\n")
         replace_dir(work, final)
         log.say(f"{stage.name}: done in {stamp['seconds']:.1f} s")
         return stamp

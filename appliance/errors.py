@@ -27,6 +27,12 @@ class ConfigError(PipelineError):
         super().__init__("\n".join(self.problems), hint)
 
 
+class UsageError(PipelineError):
+    """A command-line argument is unusable (exit 2, as argparse's own usage errors)."""
+
+    exit_code = 2
+
+
 class ToolError(PipelineError):
     """An external program failed or is missing."""
 

@@ -29,6 +29,7 @@ from requests.adapters import HTTPAdapter
 from rich import progress as rp
 from rich.console import Console
 
+from appliance import log as console
 from appliance.errors import ChecksumError, FetchError
 from appliance.paths import downloads_dir
 
@@ -38,7 +39,9 @@ CHUNK = 256 * 1024
 MAX_TEXT = 1024 * 1024  # get_text is for checksum and .dep files; never buffer an ISO
 RETRY_STATUS = (500, 502, 503, 504)
 MISSING_STATUS = (404, 410)
-MIRROR_HINT = "check the network and the mirrors in the recipe"
+# An offline machine's user needs to learn that there is an offline path at all.
+MIRROR_HINT = ("check the network and the mirrors in the recipe; with no network, `make demo` "
+               "builds everything offline against the stand-in mirror")
 _CHECKSUM_LINE = re.compile(r"([0-9A-Fa-f]{32}|[0-9A-Fa-f]{40}|[0-9A-Fa-f]{64}|[0-9A-Fa-f]{128})"
                             r"(?:\s+\*?(.+))?")
 
@@ -149,6 +152,8 @@ class _Job:
 
 
 def _auto_progress() -> bool:
+    if console.is_quiet():  # -q: warnings and errors only, no progress bars
+        return False
     try:
         return sys.stderr is not None and sys.stderr.isatty()
     except (AttributeError, ValueError):  # replaced or closed stderr
@@ -183,6 +188,13 @@ def _open_local(url: str):
         raise _MirrorError("no such file", missing=True) from None
     except OSError as e:
         raise _MirrorError(e.strerror or str(e)) from None
+
+
+def _scheme(url: str) -> str:
+    try:  # urlsplit raises on a malformed host ("http://[::1")
+        return urlsplit(url).scheme.lower()
+    except ValueError as exc:
+        raise _MirrorError(f"not a valid URL: {exc}") from None
 
 
 def _raise_for_status(resp: requests.Response) -> None:
@@ -361,7 +373,7 @@ class Fetcher:
         raise _failed(d.name, failures)
 
     def _transfer(self, url: str, part: Path, task, job: _Job) -> None:
-        scheme = urlsplit(url).scheme.lower()
+        scheme = _scheme(url)
         if scheme == "file":
             with _open_local(url) as src, open(part, "wb") as out:
                 job.update(task, total=os.fstat(src.fileno()).st_size, completed=0)
@@ -437,7 +449,7 @@ class Fetcher:
                     raise _Interrupted(self._describe(e)) from None
 
     def _read_small(self, url: str) -> str:
-        scheme = urlsplit(url).scheme.lower()
+        scheme = _scheme(url)
         if scheme == "file":
             with _open_local(url) as fh:
                 data = fh.read(MAX_TEXT + 1)

@@ -42,6 +42,18 @@ def build_key(keys_dir: Path, runner: Runner) -> tuple[Path, str]:
     return private, text
 
 
+def existing_public(keys_dir: Path) -> str | None:
+    """The public key line if the pair exists (read only: for `plan`)."""
+    private = key_path(keys_dir)
+    public = private.with_name(private.name + ".pub")
+    if not (private.is_file() and public.is_file()):
+        return None
+    try:
+        return public.read_text().strip()
+    except OSError:
+        return None
+
+
 def generate(keys_dir: Path, runner: Runner) -> None:
     """A new pair, written beside the final names and renamed: never half a key pair."""
     keys_dir.mkdir(parents=True, exist_ok=True)

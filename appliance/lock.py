@@ -14,9 +14,9 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from appliance import log
+from appliance import files, log
 from appliance.config import Image, Recipe
-from appliance.errors import ChecksumError, LockError
+from appliance.errors import ChecksumError, LockError, PipelineError
 from appliance.fetch import Download, Fetcher, md5_file, parse_checksum_file, sha256_file
 from appliance.run import Runner
 from appliance.stages.extensions import images
@@ -90,31 +90,87 @@ def read(path: Path) -> Lock | None:
     """The lock at `path`, or None when there is none; a damaged file is an error."""
     if not path.exists():
         return None
+    hint = "delete it and run `python pipeline.py lock` to write a new one"
+    if path.is_dir():
+        raise LockError(f"{path}: is a folder, not a lock file",
+                        "pass the lock file itself with --lock PATH") from None
     try:
-        data = json.loads(path.read_text())
-        if data.get("format") != LOCK_FORMAT:
-            raise ValueError(f"unsupported lock format {data.get('format')!r}")
-        pins = {p["key"]: Pin(**p) for p in data["pins"]}
-        ext = data.get("extensions", {})
-        return Lock(data["identity"], pins, ext.get("order", []), ext.get("deps", {}))
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return parse(data)
     except (ValueError, KeyError, TypeError) as exc:
-        raise LockError(
-            f"{path}: not a valid lock file ({exc})",
-            "delete it and run `python pipeline.py lock` to write a new one",
-        ) from None
+        raise LockError(f"{path}: not a valid lock file ({exc})", hint) from None
+    except OSError as exc:
+        raise LockError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+IDENTITY_SECTIONS = ("tinycore", "releases", "kernel", "images")
+_HEX = {"sha256": re.compile(r"[0-9a-f]{64}"), "md5": re.compile(r"[0-9a-f]{32}")}
+_PIN_TEXT = ("key", "name", "version", "url", "trusted")
+
+
+def parse(data: object) -> Lock:
+    """A Lock from parsed JSON; ValueError/TypeError name the first thing that is wrong.
+
+    The pins' names become file names in the download cache, so a name is one plain path
+    component: a `../` in a hand-edited or hostile lock must not write outside it. (An
+    image's name is its reference, `ghcr.io/openfaas/gateway:0.27.12`; its cache is keyed
+    by digest.)"""
+    if not isinstance(data, dict):
+        raise TypeError(f"the top level is a JSON {type(data).__name__}, not an object")
+    if data.get("format") != LOCK_FORMAT:
+        raise ValueError(f"unsupported lock format {data.get('format')!r}")
+    pins_data, ident = data["pins"], data["identity"]
+    if not isinstance(pins_data, list) or not isinstance(ident, dict):
+        raise TypeError("`pins` must be a list and `identity` an object")
+    for section in IDENTITY_SECTIONS:
+        if not isinstance(ident.get(section, {}), dict):
+            raise TypeError(f"`identity.{section}` must be an object")
+    pins = {}
+    for index, item in enumerate(pins_data):
+        pin = parse_pin(item, f"pins[{index}]")
+        pins[pin.key] = pin
+    ext = data.get("extensions", {})
+    if not isinstance(ext, dict):
+        raise TypeError("`extensions` must be an object")
+    order, deps = ext.get("order", []), ext.get("deps", {})
+    if not (isinstance(order, list) and all(isinstance(n, str) for n in order)):
+        raise TypeError("`extensions.order` must be a list of names")
+    if not (isinstance(deps, dict) and all(
+            isinstance(v, list) and all(isinstance(d, str) for d in v) for v in deps.values())):
+        raise TypeError("`extensions.deps` must map names to lists of names")
+    return Lock(ident, pins, order, deps)
+
+
+def parse_pin(item: object, where: str) -> Pin:
+    if not isinstance(item, dict):
+        raise TypeError(f"{where} is not an object")
+    pin = Pin(**item)
+    for name in _PIN_TEXT:
+        if not isinstance(getattr(pin, name), str):
+            raise TypeError(f"{where}.{name} must be a string")
+    for algo, pattern in _HEX.items():
+        value = getattr(pin, algo)
+        if (value is not None or algo == "sha256") and not (
+                isinstance(value, str) and pattern.fullmatch(value)):
+            raise ValueError(f"{where}.{algo} must be a lower-case hex {algo} digest, "
+                             f"not {value!r}")
+    if pin.key.startswith("image/"):
+        return pin  # an image reference, pulled by digest into the image cache, not a file
+    if pin.name in ("", ".", "..") or "/" in pin.name or "\\" in pin.name or "\0" in pin.name:
+        raise ValueError(f"{where}.name {pin.name!r} must be a plain file name (no folders)")
+    return pin
 
 
 def write(path: Path, lock: Lock) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(lock.to_json())
-    tmp.replace(path)
+    files.write_text(path, lock.to_json(), error=PipelineError,
+                     hint="pass a writable place with --lock PATH, or free space there")
 
 
 def staleness(lock: Lock, recipe: Recipe) -> list[str]:
     """Differences between the lock and the recipe; empty when the lock is up to date."""
     want, have = identity(recipe), lock.identity
     diffs = []
-    for section in ("tinycore", "releases", "kernel", "images"):
+    for section in IDENTITY_SECTIONS:
         w, h = want.get(section, {}), have.get(section, {})
         for key in sorted(set(w) | set(h)):
             if w.get(key) != h.get(key):
@@ -267,9 +323,12 @@ def downloads(recipe: Recipe, lock: Lock, fetcher: Fetcher) -> dict[str, Downloa
             urls = iso_urls(recipe)
         elif key.startswith("tcz/"):
             urls = repo.urls(pin.name)
-        elif key.startswith("kernel/"):
+        elif key.startswith("kernel/") and key in kernel_inputs(recipe):
             urls = recipe.mirror_urls(kernel_inputs(recipe)[key])
-        else:
+        elif key.startswith("release/") and key.removeprefix("release/") in recipe.releases:
             urls = (recipe.releases[key.removeprefix("release/")].resolved_url(),)
+        else:  # a hand-edited lock: nothing in the recipe says where this comes from
+            raise LockError(f"the lock pins {key!r}, which is not an input of the recipe",
+                            "run `python pipeline.py lock` to write a lock for this recipe")
         result[key] = Download(name=pin.name, urls=urls, sha256=pin.sha256, md5=pin.md5)
     return result

@@ -12,6 +12,10 @@ def set_quiet(quiet: bool) -> None:
     _quiet = quiet
 
 
+def is_quiet() -> bool:
+    return _quiet
+
+
 def say(message: str) -> None:
     if not _quiet:
         print(f"==> {message}", file=sys.stderr, flush=True)
@@ -20,6 +24,13 @@ def say(message: str) -> None:
 def detail(message: str) -> None:
     if not _quiet:
         print(f"    {message}", file=sys.stderr, flush=True)
+
+
+def command(line: str) -> None:
+    """A command the runner starts (`+ cmd`) or its streamed output: progress, not a result,
+    so stderr, and not under -q."""
+    if not _quiet:
+        print(line, file=sys.stderr, flush=True)
 
 
 def warn(message: str) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance import log
 from appliance.errors import ToolError
 
 # Debian package that provides each tool we call, for the "not found" hint.
@@ -114,7 +115,7 @@ class Runner:
 
     def __init__(self, log_dir: Path | None = None, echo: Callable[[str], None] | None = None):
         self.log_dir = log_dir
-        self.echo = echo or (lambda line: print(line, flush=True))
+        self.echo = echo or log.command
 
     def log_path(self, log: str | None) -> Path | None:
         if self.log_dir is None or log is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import re
 import shutil
 import subprocess
@@ -21,6 +22,11 @@ VERSION_ARGV = {
 }
 
 
+# Reading a version must not phone home: `packer version` asks HashiCorp's checkpoint
+# service for the latest release unless CHECKPOINT_DISABLE is set (hashicorp/go-checkpoint).
+CHECKPOINT_OFF = {"CHECKPOINT_DISABLE": "1"}
+
+
 @functools.cache
 def tool_version(argv: tuple[str, ...]) -> str:
     """The first non-empty line a tool prints about its version, or 'missing'.
@@ -29,7 +35,8 @@ def tool_version(argv: tuple[str, ...]) -> str:
     if not shutil.which(argv[0]):
         return "missing"
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False,
+                              env={**os.environ, **CHECKPOINT_OFF}, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     text = (proc.stdout or "") + (proc.stderr or "")

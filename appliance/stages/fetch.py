@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from appliance import files
 from appliance import lock as lockfile
 from appliance.config import Recipe
 from appliance.engine import Stage
@@ -30,7 +31,7 @@ def run(ctx, work: Path) -> dict[str, Path]:
         "inputs": {k: {"name": downloads[k].name, "sha256": downloads[k].sha256,
                        "path": str(outputs[k])} for k in keys},
     }
-    (work / "inputs.json").write_text(json.dumps(listing, indent=2) + "\n")
+    files.write_text(work / "inputs.json", json.dumps(listing, indent=2) + "\n")
     return {**outputs, "inputs.json": work / "inputs.json"}
 
 

@@ -10,8 +10,8 @@ kept in build/logs/test-image/.
 from __future__ import annotations
 
 import glob
+import json
 import shutil
-import signal
 import tarfile
 import tempfile
 import xml.etree.ElementTree as ET
@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance import log
+from appliance import log, paths, signals
 from appliance.errors import PipelineError
 from appliance.paths import build_root, out_root
 from appliance.run import Runner
@@ -101,12 +101,30 @@ class Verdict:
 # --- which images, and what they are -------------------------------------------------------
 
 def default_images(out: Path) -> list[Path]:
-    """Every deliverable in out/: the qcow2 files, then the OVAs."""
-    found = sorted(out.glob("*.qcow2")) + sorted(out.glob("*.ova"))
+    """The deliverables out/manifest.json lists (the last export's): qcow2, then OVA.
+
+    Not a glob of out/: a file left there by hand or by an older export must not be tested
+    in place of what the last export made."""
+    manifest = out / "manifest.json"
+    hint = "run `make image` first, or name an image: `pipeline.py test-image PATH`"
+    try:
+        outputs = json.loads(manifest.read_text(encoding="utf-8")).get("outputs")
+        names = [o["name"] for o in outputs]
+    except FileNotFoundError:
+        raise PipelineError(f"no image in {out} (no manifest.json from an export)",
+                            hint) from None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise PipelineError(f"{manifest}: unreadable ({exc})", hint) from None
+    found = [out / n for n in names if isinstance(n, str) and "/" not in n
+             and Path(n).suffix in (".qcow2", ".ova")]
+    found.sort(key=lambda p: (p.suffix != ".qcow2", p.name))
     if not found:
-        raise PipelineError(f"no image in {out} (no *.qcow2 or *.ova)",
-                            "run `make image` first, or name an image: "
-                            "`pipeline.py test-image PATH`")
+        raise PipelineError(f"no image in {out}: {manifest.name} lists no .qcow2 or .ova",
+                            hint)
+    missing = [p for p in found if not p.is_file()]
+    if missing:
+        raise PipelineError(f"{manifest} lists {missing[0].name}, which is not in {out}",
+                            "rerun the export: `python pipeline.py build --force export`")
     return found
 
 
@@ -221,7 +239,7 @@ def forget_logs(image: Path) -> None:
 @contextmanager
 def scratch():
     """(work folder under build/ for the overlay, short folder for the QMP sockets)."""
-    build_root().mkdir(parents=True, exist_ok=True)
+    paths.claim(build_root())
     work = Path(tempfile.mkdtemp(prefix="test-image-", dir=build_root()))
     sockets = Path(tempfile.mkdtemp(prefix="ti-"))  # a unix socket path holds ~108 bytes
     try:
@@ -279,19 +297,6 @@ def make_overlay(target: Target, work: Path, runner: Runner) -> Path:
     return overlay
 
 
-@contextmanager
-def sigterm_as_interrupt():
-    """CI cancels a job with SIGTERM: stop QEMU and clean up as for Ctrl-C."""
-    def handler(_signum, _frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def run(images: list[Path] | None, options: Options) -> int:
     """Test each image (default: every deliverable in out/); 0 only if all pass."""
     paths = images or default_images(out_root())
@@ -299,14 +304,16 @@ def run(images: list[Path] | None, options: Options) -> int:
     accel = accelerator()
     log.say(f"accelerator: {accel.name} ({accel.reason})")
     verdicts = []
-    with sigterm_as_interrupt():
+    # CI cancels a job with SIGTERM: appliance/signals.py turns it into the same cleanup
+    with signals.terminate_as_interrupt():
         try:
             for target in targets:
                 log.say(f"test-image: {target.image}")
                 for verdict in check_target(target, options, accel):
                     verdicts.append(verdict)
                     print(verdict.line(), flush=True)
-        except KeyboardInterrupt:
-            log.error("test-image interrupted: QEMU stopped, temporary overlay removed")
-            return 130
+        except KeyboardInterrupt as exc:
+            log.error(f"test-image {signals.describe(exc)}: QEMU stopped, temporary overlay "
+                      "removed")
+            return signals.exit_status(exc)
     return 0 if all(v.passed for v in verdicts) else 1

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.errors import ToolError
-from appliance.paths import cache_root
+from appliance import files, log
+from appliance.errors import PipelineError, ToolError
+from appliance.paths import cache_root, claim
 from appliance.run import Runner
+from appliance.tools import tool_version
 
 # A 512-byte boot sector (source: appliance/resources/accel-probe.S) that switches from real
 # mode to 64-bit long mode with paging, then `out 0xf4` through QEMU's isa-debug-exit device:
@@ -25,12 +29,16 @@ PROBE_CODE = bytes.fromhex(
 PROBE_EXIT = 99
 PROBE_TIMEOUT_S = 30
 KERNEL_PROBE_TIMEOUT_S = 30  # a working KVM panics in ~2 s, TCG in ~5 s
+VERDICT_FORMAT = 1
 
 
 @dataclass(frozen=True)
 class Accel:
     name: str  # "kvm" or "tcg"
     reason: str
+    # False when KVM ran only the boot sector: no Linux kernel was at hand to confirm it
+    verified: bool = True
+    cached: str | None = None  # the cache file the verdict came from, if it was not probed
 
 
 def probe_image() -> bytes:
@@ -107,10 +115,74 @@ def find_probe_kernel() -> Path | None:
     return readable[0] if readable else None
 
 
+_reprobe = False
+
+
+def reprobe() -> None:
+    """--reprobe: ignore (and then replace) the cached verdict."""
+    global _reprobe
+    _reprobe = True
+    accelerator.cache_clear()
+
+
 @functools.lru_cache(maxsize=4)
 def accelerator(kernel: Path | None = None) -> Accel:
-    """The probe's verdict, once per process (and kernel)."""
-    return probe_accelerator(Runner(echo=lambda line: None), kernel or find_probe_kernel())
+    """The probe's verdict, once per process (and kernel), and cached on disk.
+
+    A probe of a KVM that hangs costs its full timeout (about 30 s on a TCG-only host with
+    a /dev/kvm); the verdict only changes with what it is keyed by."""
+    kernel = kernel or find_probe_kernel()
+    key = verdict_key(kernel)
+    path = verdict_path(key)
+    if not _reprobe:
+        cached = read_verdict(path, key)
+        if cached is not None:
+            return cached
+    accel = probe_accelerator(Runner(echo=lambda line: None), kernel)
+    write_verdict(path, key, accel)
+    return accel
+
+
+def kvm_identity() -> list[int] | None:
+    """/dev/kvm's st_dev, st_ino, st_rdev and mtime: a reloaded module or a new device node
+    (another VM host, a changed permission setup) makes a new verdict."""
+    try:
+        st = os.stat("/dev/kvm")
+    except OSError:
+        return None
+    return [st.st_dev, st.st_ino, st.st_rdev, st.st_mtime_ns]
+
+
+def verdict_key(kernel: Path | None) -> dict:
+    return {"format": VERDICT_FORMAT, "host_kernel": os.uname().release,
+            "qemu": tool_version(("qemu-system-x86_64", "--version")),
+            "kvm": kvm_identity(), "kvm_access": os.access("/dev/kvm", os.R_OK | os.W_OK),
+            "probe_kernel": str(kernel) if kernel else None}
+
+
+def verdict_path(key: dict) -> Path:
+    blob = json.dumps(key, sort_keys=True).encode()
+    return cache_root() / "accel" / f"{hashlib.sha256(blob).hexdigest()[:32]}.json"
+
+
+def read_verdict(path: Path, key: dict) -> Accel | None:
+    try:
+        data = json.loads(path.read_text())
+        if data["key"] != key or data["name"] not in ("kvm", "tcg"):
+            return None
+        return Accel(data["name"], str(data["reason"]), bool(data["verified"]), str(path))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write_verdict(path: Path, key: dict, accel: Accel) -> None:
+    data = {"key": key, "name": accel.name, "reason": accel.reason, "verified": accel.verified}
+    try:
+        claim(cache_root())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        files.write_text(path, json.dumps(data, indent=2) + "\n")
+    except (OSError, PipelineError) as exc:  # a cache: the next run simply probes again
+        log.warn(f"could not cache the accelerator verdict: {exc}")
 
 
 def probe_accelerator(runner: Runner, kernel: Path | None = None) -> Accel:
@@ -126,7 +198,7 @@ def probe_accelerator(runner: Runner, kernel: Path | None = None) -> Accel:
         how = f"a KVM boot of {kernel} worked" if kernel else (
             "KVM ran the boot-sector probe; no Linux kernel was found for the full probe "
             "(set APPLIANCE_PROBE_KERNEL)")
-        return Accel("kvm", how)
+        return Accel("kvm", how, verified=kernel is not None)
     tcg_problem = run_probe(runner, "tcg")
     if tcg_problem:
         raise ToolError(f"QEMU cannot run a guest at all: {tcg_problem}",

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from appliance.paths import REPO, cache_root
+from appliance.paths import REPO, cache_root, claim
 
 INFO = "info.json"
 KEEP = 2  # older entries of a component are pruned after a successful build
@@ -51,6 +51,7 @@ def cached_build(component: str, material: dict, build: Callable[[Path], dict | 
     final = base / key
     if (final / INFO).exists():
         return final
+    claim(cache_root())  # the pipeline's cache: `clean --cache` may delete it
     base.mkdir(parents=True, exist_ok=True)
     remove_dead_builds(base)
     work = base / f".build-{key}-{os.getpid()}"

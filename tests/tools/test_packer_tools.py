@@ -90,3 +90,14 @@ def test_verify_refuses_an_unknown_mode(tmp_path):
     assert result.returncode == 1
     assert result.stdout.splitlines()[-1] == (
         "APPLIANCE-VERIFY: FAIL APPLIANCE_MODE=scatter: expected traditional or frugal")
+
+
+def test_the_kept_packer_files_validate_after_the_stage_rename(rendered):
+    """The engine renames build/packer.tmp/ to build/packer/; a user debugging with
+    `packer validate`/`packer build` in the kept folder must not hit the removed .tmp path."""
+    work, values = rendered
+    packer_template.render(REPO / "packer", work, values, packer_build.packer_version())
+    kept = work.with_name("packer")
+    work.rename(kept)
+    assert str(work) not in "".join(p.read_text() for p in kept.glob("*.hcl"))
+    validate(kept)

@@ -52,8 +52,21 @@ def test_plan_and_doctor_run(site):
     assert "accelerator" in doctor.stdout and "packer" in doctor.stdout
 
 
-def test_ctrl_c_during_a_build_leaves_no_finished_looking_stage(site):
-    """SIGINT while downloading: exit 130, no build/fetch/ stamp, only a resumable .part."""
+def wait_for(predicate, timeout_s: float, what: str):
+    """Poll an observable state (never a fixed sleep); fail naming it."""
+    deadline = time.monotonic() + timeout_s
+    while not (found := predicate()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return found
+
+
+@pytest.mark.parametrize(("sig", "said"), [
+    (signal.SIGINT, "interrupted"), (signal.SIGTERM, "stopped by SIGTERM"),
+    (signal.SIGHUP, "stopped by SIGHUP")])
+def test_a_signal_during_a_download_leaves_no_finished_looking_stage(site, sig, said):
+    """Ctrl-C, SIGTERM (CI timeouts, `timeout make image`) and SIGHUP while downloading:
+    exit 128+signal, no build/fetch/ stamp, only a resumable .part."""
     slow = site["tmp"] / "slow.toml"
     slow.write_text(
         f'[releases.slow]\nversion = "1"\nurl = "{site["url"]}/slow/big.bin"\n')
@@ -61,13 +74,14 @@ def test_ctrl_c_during_a_build_leaves_no_finished_looking_stage(site):
         [sys.executable, str(REPO / "pipeline.py"), "fetch", "-c", str(site["recipe"]),
          "-c", str(slow)], env=site["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True)
-    time.sleep(2)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert "interrupted; finished stages and cached downloads are kept" in err
-    assert "Traceback" not in err
-    assert not (site["tmp"] / "build" / "fetch").exists()
     cache = site["tmp"] / "cache" / "downloads"
+    part = wait_for(lambda: [p for p in (cache / ".partial").glob("*-big.bin.part")
+                             if p.stat().st_size > 0], 60, "big.bin's .part file")
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig, err
+    assert f"{said}; finished stages and cached downloads are kept" in err
+    assert "Traceback" not in err and "finished (" not in err
+    assert not (site["tmp"] / "build" / "fetch").exists()
+    assert part[0].stat().st_size > 0  # resumable
     assert not list(cache.glob("*/big.bin"))  # never a half file in the cache
-    assert list((cache / ".partial").glob("*.part"))

@@ -124,7 +124,9 @@ def test_what_is_no_disk_image_is_an_error_without_traceback(tmp_path, build, ca
     assert "Traceback" not in err
 
 
-def test_ctrl_c_stops_qemu_and_removes_the_overlay(tmp_path, build):
+@pytest.mark.parametrize(("sig", "said"), [(signal.SIGINT, "interrupted"),
+                                           (signal.SIGTERM, "stopped by SIGTERM")])
+def test_ctrl_c_or_sigterm_stops_qemu_and_removes_the_overlay(tmp_path, build, sig, said):
     qcow2 = blank_qcow2(tmp_path / "blank.qcow2")
     env = {**os.environ, "APPLIANCE_BUILD": str(build)}
     proc = subprocess.Popen([sys.executable, "pipeline.py", "test-image", str(qcow2),
@@ -136,15 +138,18 @@ def test_ctrl_c_stops_qemu_and_removes_the_overlay(tmp_path, build):
             seen.append(line)
             if "waiting for APPLIANCE-READY" in line:
                 break
+        # Popen returns before QEMU's exec: wait until its command line shows in /proc
+        deadline = time.monotonic() + 30
+        while not qemu_processes_under(build) and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert qemu_processes_under(build), "".join(seen)
-        time.sleep(2)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         rest, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, "".join(seen) + rest
-    assert "test-image interrupted: QEMU stopped, temporary overlay removed" in rest
+    assert proc.returncode == 128 + sig, "".join(seen) + rest
+    assert f"test-image {said}: QEMU stopped, temporary overlay removed" in rest
     assert "Traceback" not in rest
     assert qemu_processes_under(build) == []
     assert not list(build.glob("test-image-*"))

@@ -14,6 +14,7 @@ import pytest
 from appliance import config
 from appliance.errors import ConfigError, StageError
 from appliance.fetch import sha256_file
+from appliance.paths import MARKER
 from appliance.vm import qemu_img
 from tests.export_stage import BASE, BUILD_JSON, PINS, harness
 from tests.fakes import FakeRunner, fake_vmdk
@@ -78,7 +79,7 @@ def test_stage_publishes_deliverables_manifest_and_sums(tmp_path, disk, monkeypa
     decisions = h.build()
     assert decisions["export"].action == "run"
     assert {p.name for p in h.out.iterdir()} == {
-        "SHA256SUMS", f"{BASE}.ova", f"{BASE}.qcow2", "manifest.json"}
+        "SHA256SUMS", f"{BASE}.ova", f"{BASE}.qcow2", "manifest.json", MARKER}
     export_dir = h.build_root / "export"
     stamp = json.loads((export_dir / "stamp.json").read_text())
     assert set(stamp["outputs"]) == {"qcow2", "ova", "ovf", "mf", "manifest.json", "SHA256SUMS",
@@ -214,3 +215,37 @@ def test_vmdk_that_is_not_stream_optimized_is_an_error(tmp_path, disk, monkeypat
     h.build()
     qemu.create_type = "monolithicSparse"
     failing_rebuild(h, "not streamOptimized")
+
+
+def test_a_format_dropped_from_the_recipe_leaves_out(tmp_path, disk, monkeypatch):
+    h = make(tmp_path, disk, monkeypatch)
+    h.build()
+    (h.out / "notes.txt").write_text("mine\n")  # never published by the pipeline: kept
+    h.build('export = {formats = ["qcow2"]}\n')
+    assert sorted(p.name for p in h.out.iterdir()) == sorted(
+        [f"{BASE}.qcow2", "manifest.json", "SHA256SUMS", "notes.txt", MARKER])
+    h.build('export = {formats = ["ova"]}\n')
+    assert sorted(p.name for p in h.out.iterdir()) == sorted(
+        [f"{BASE}.ova", MARKER, "manifest.json", "SHA256SUMS", "notes.txt"])
+
+
+@pytest.mark.parametrize("name", ["manifest.json", "SHA256SUMS"])
+def test_a_full_disk_at_manifest_or_sums_leaves_out_as_it_was(tmp_path, disk, monkeypatch,
+                                                              name):
+    import errno
+    import os
+
+    from appliance import files
+
+    h = make(tmp_path, disk, monkeypatch)
+    h.build()
+    real_open = open
+
+    def full(path, mode="r", *args, **kwargs):
+        if "w" in mode and f".{name}." in str(path):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(files, "open", full, raising=False)
+    err = failing_rebuild(h, f"{name}: cannot write: No space left on device")
+    assert "Traceback" not in str(err)

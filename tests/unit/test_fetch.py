@@ -213,3 +213,15 @@ def test_get_text_file_urls(fetcher, tmp_path):
 def test_get_text_offline_is_an_error(fetcher, tmp_path):
     with pytest.raises(FetchError, match="--offline"):
         fetcher(offline=True).get_text([(tmp_path / "x.dep").as_uri()])
+
+
+def test_no_progress_bars_under_quiet(monkeypatch):
+    from appliance import fetch, log
+
+    monkeypatch.setattr(fetch.sys.stderr, "isatty", lambda: True, raising=False)
+    assert fetch._auto_progress()
+    log.set_quiet(True)
+    try:
+        assert not fetch._auto_progress()
+    finally:
+        log.set_quiet(False)

@@ -165,3 +165,17 @@ def test_kernel_inputs_are_pinned_only_when_the_kernel_stage_builds(env, capsys)
     assert pins["kernel/source"]["trusted"] == "trusted on first download (no upstream checksum file)"
     assert "kernel/source: no linux-5.4.3-patched.txz.md5.txt on the mirror" in err
     assert run("fetch", "-c", env["recipe"], "-c", site, "--locked") == 0
+
+
+def test_a_pin_the_recipe_does_not_use_is_a_lock_error():
+    from appliance import config
+    from appliance.errors import LockError
+    from appliance.fetch import Fetcher
+    from appliance.lock import Lock, Pin, downloads, identity
+    from appliance.paths import REPO
+
+    recipe = config.load([REPO / "tests" / "data" / "minimal.toml"]).recipe
+    for key in ("release/gone", "kernel/config", "odd"):
+        lock = Lock(identity(recipe), {key: Pin(key, "f", "1", "http://x/f", "a" * 64)})
+        with pytest.raises(LockError, match=f"the lock pins '{key}', which is not an input"):
+            downloads(recipe, lock, Fetcher(offline=True))

@@ -84,7 +84,8 @@ def test_the_source_is_what_design_section_6_says(tmp_path):
     assert vals["iso_checksum"] == "sha256:" + "ab" * 32
     assert vals["boot_command"] == ["<enter>"]
     assert vals["cpus"] == 1 and vals["memory"] == 2048 and vals["disk_size"] == "8192M"
-    assert vals["output_directory"] == str(tmp_path / "work" / "output")
+    assert vals["output_directory"] == "output"  # below ${path.root}: see the next test
+    assert src["output_directory"] == "${path.root}/${var.output_directory}"
 
 
 def test_every_variable_the_template_uses_is_declared_and_set(tmp_path):

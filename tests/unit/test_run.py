@@ -1,11 +1,13 @@
 """The runner: logging, failures with tail and log path, process-group kills."""
 
 import os
+import signal
 import time
 from pathlib import Path
 
 import pytest
 
+from appliance import log, signals
 from appliance.errors import ToolError
 from appliance.run import Runner, format_argv, install_hint
 
@@ -116,3 +118,33 @@ def test_background_start_logs_and_stop_kills_the_group(tmp_path):
     assert not proc.running() and not alive(child)
     log = (tmp_path / "logs" / "server.log").read_text()
     assert log.startswith("+ sh -c ") and "up\n" in log
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_kill_the_children_as_ctrl_c_does(tmp_path, sig):
+    """Without the handler Python dies on the spot and the child's own session survives."""
+    pids = []
+
+    def on_line(line):
+        pids.append(int(line))
+        os.kill(os.getpid(), sig)  # CI's timeout, `timeout make image`, a closed terminal
+
+    with signals.terminate_as_interrupt(), pytest.raises(KeyboardInterrupt) as info:
+        quiet_runner(tmp_path).run(["sh", "-c", "sleep 300 & echo $!; wait"], on_line=on_line)
+        time.sleep(5)  # not reached: the handler raises while the runner reads
+    assert signals.exit_status(info.value) == 128 + sig
+    assert signals.describe(info.value) == f"stopped by {signal.Signals(sig).name}"
+    assert pids and not alive(pids[0])
+    assert signal.getsignal(sig) is not signals._raise_once  # restored afterwards
+
+
+def test_the_command_echo_goes_to_stderr_and_not_under_quiet(tmp_path, capsys):
+    Runner().run(["sh", "-c", "echo out"], stream=True)
+    out, err = capsys.readouterr()
+    assert out == "" and err == "+ sh -c 'echo out'\nout\n"  # stdout: JSON and tables only
+    log.set_quiet(True)
+    try:
+        Runner().run(["sh", "-c", "echo out"], stream=True)
+    finally:
+        log.set_quiet(False)
+    assert capsys.readouterr() == ("", "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 from pathlib import Path
 
@@ -176,11 +177,29 @@ def test_fail_line_names_the_reason_and_the_kept_serial_log():
 
 # --- images -------------------------------------------------------------------------------
 
-def test_default_images_are_the_qcow2_then_the_ova_files(tmp_path):
-    for name in ("b.qcow2", "a.ova", "a.qcow2", "a.vmdk", "SHA256SUMS", "manifest.json"):
+def write_manifest(out, *names):
+    outputs = [{"name": n, "size": 0, "sha256": "0" * 64} for n in names]
+    (out / "manifest.json").write_text(json.dumps({"format": 1, "outputs": outputs}))
+
+
+def test_default_images_are_what_the_manifest_lists_qcow2_first(tmp_path):
+    for name in ("b.qcow2", "a.ova", "a.qcow2", "a.vmdk", "old-0.9.qcow2", "SHA256SUMS"):
         (tmp_path / name).write_bytes(b"")
+    write_manifest(tmp_path, "a.ova", "b.qcow2", "a.qcow2")
+    # old-0.9.qcow2 is not the last export's: never booted in its place
     assert ti.default_images(tmp_path) == [tmp_path / "a.qcow2", tmp_path / "b.qcow2",
                                            tmp_path / "a.ova"]
+
+
+@pytest.mark.parametrize(("manifest", "expect"), [
+    ("{", "unreadable"), ('{"outputs": 3}', "unreadable"),
+    ('{"outputs": [{"name": "x.ova"}]}', "lists x.ova, which is not in"),
+    ('{"outputs": []}', "lists no .qcow2 or .ova")])
+def test_a_bad_manifest_is_an_error_naming_it(tmp_path, manifest, expect):
+    (tmp_path / "stale.qcow2").write_bytes(b"")
+    (tmp_path / "manifest.json").write_text(manifest)
+    with pytest.raises(PipelineError, match=expect):
+        ti.default_images(tmp_path)
 
 
 @pytest.mark.parametrize("exists", [True, False])

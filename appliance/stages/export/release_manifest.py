@@ -12,6 +12,7 @@ import json
 import platform
 from pathlib import Path
 
+from appliance import files
 from appliance.config import Recipe
 from appliance.engine import STAMP, digest_json
 from appliance.lock import Lock
@@ -92,5 +93,5 @@ def build(*, recipe: Recipe, lock: Lock, digests: dict[Path, str], packer: dict,
 
 
 def write(path: Path, manifest: dict) -> Path:
-    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    files.write_text(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return path

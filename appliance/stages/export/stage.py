@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from appliance import log
+from appliance import files, log
 from appliance.config import Recipe
 from appliance.engine import Stage, outputs_of
 from appliance.errors import StageError
@@ -157,7 +157,7 @@ def run(ctx, work: Path) -> dict[str, Path]:
         timings=release_manifest.stage_timings(ctx.build_root, earlier_stages(ctx))))
     digests[manifest] = sha256_file(manifest)
     sums = work / "SHA256SUMS"
-    sums.write_text(publish.sha256sums(digests))
+    files.write_text(sums, publish.sha256sums(digests))
     # SHA256SUMS last: it vouches for the rest
     final = {**deliverables, "manifest.json": manifest, "SHA256SUMS": sums}
     published = dict(zip(final, publish.publish(list(final.values()), out_root()), strict=True))

@@ -21,7 +21,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from appliance import log
+from appliance import files, log
 from appliance.config import Image, Recipe
 from appliance.engine import STAMP, Stage, digest_json, outputs_of, tree_digests
 from appliance.errors import StageError
@@ -288,8 +288,8 @@ def write_listing(work: Path, avail: Available, keys: dict[str, str]) -> dict[st
                            **({"key": keys[n]} if n in keys else {})} for n in order},
         "note": "paths of source 'overlay' are relative to this file's folder",
     }
-    (work / LISTING).write_text(json.dumps(listing, indent=2) + "\n")
-    (work / "onboot.lst").write_text("".join(f"{n}\n" for n in order))
+    files.write_text(work / LISTING, json.dumps(listing, indent=2) + "\n")
+    files.write_text(work / "onboot.lst", "".join(f"{n}\n" for n in order))
     return {LISTING: work / LISTING, "onboot.lst": work / "onboot.lst"}
 
 

@@ -14,7 +14,7 @@ import json
 import shutil
 from pathlib import Path
 
-from appliance import keys, log
+from appliance import files, keys, log
 from appliance.config import Recipe
 from appliance.engine import Stage, outputs_of
 from appliance.errors import StageError
@@ -134,7 +134,7 @@ def collect(ctx, build: packer_template.Build, progress: Progress) -> dict[str, 
     shutil.rmtree(build.work / "output")
     report = {"accelerator": build.accelerator, "install_mode": ctx.recipe.install.mode,
               "packer_version": tool_version(VERSION_ARGV), "phases": progress.phases()}
-    (build.work / "build.json").write_text(json.dumps(report, indent=2) + "\n")
+    files.write_text(build.work / "build.json", json.dumps(report, indent=2) + "\n")
     times = ", ".join(f"{k} {v} s" for k, v in report["phases"].items())
     log.say(f"packer: verified {ctx.recipe.install.mode} install ({times}); "
             f"{disk.name}: {disk.stat().st_size // (1024 * 1024)} MiB")

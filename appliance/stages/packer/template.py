@@ -25,6 +25,8 @@ TEMPLATE = "appliance.pkr.hcl"
 VAR_FILE = "appliance.pkrvars.hcl"
 PLUGINS = "plugins.pkr.hcl"
 SCRIPTS = ("install-to-disk.sh", "verify.sh", "cleanup.sh")
+SCRIPTS_DIR = "scripts"
+OUTPUT_DIR = "output"
 PLUGIN_SOURCE = "github.com/hashicorp/qemu"
 PLUGIN_VERSION = "~> 1.1"
 # Packer uploads each script to /tmp and runs it as root; {{ .Vars }} are its environment.
@@ -72,7 +74,6 @@ def verify_env(recipe: Recipe) -> list[str]:
 
 def values(recipe: Recipe, build: Build) -> dict[str, object]:
     """The var-file's values, in the order the template declares them."""
-    scripts = build.work / "scripts"
     step = f"{max(30, recipe.ready_timeout // 60 + 20)}m"
     return {
         "iso_url": build.iso.resolve().as_uri(),
@@ -81,7 +82,9 @@ def values(recipe: Recipe, build: Build) -> dict[str, object]:
         "cpus": recipe.vm.cpus,
         "memory": recipe.vm.memory_mb,
         "disk_size": f"{recipe.vm.disk_size_mb}M",
-        "output_directory": str(build.work / "output"),
+        # Relative to the template's folder (${path.root} in the template): the engine renames
+        # build/packer.tmp/ to build/packer/, and the kept files must still run there.
+        "output_directory": OUTPUT_DIR,
         "vm_name": vm_name(recipe),
         "serial_log": str(build.serial_log),
         "boot_wait": "3s",
@@ -91,9 +94,9 @@ def values(recipe: Recipe, build: Build) -> dict[str, object]:
         "shutdown_timeout": "5m",
         "step_timeout": step,
         "execute_command": EXECUTE,
-        "install_script": str(scripts / "install-to-disk.sh"),
-        "verify_script": str(scripts / "verify.sh"),
-        "cleanup_script": str(scripts / "cleanup.sh"),
+        "install_script": f"{SCRIPTS_DIR}/install-to-disk.sh",
+        "verify_script": f"{SCRIPTS_DIR}/verify.sh",
+        "cleanup_script": f"{SCRIPTS_DIR}/cleanup.sh",
         "install_env": install_env(recipe, build),
         "verify_env": verify_env(recipe),
     }
@@ -158,7 +161,7 @@ def render(templates: Path, work: Path, vals: dict[str, object],
         written[name] = path
     for name, text in texts.items():
         parse(name, text)
-    scripts = work / "scripts"
+    scripts = work / SCRIPTS_DIR
     scripts.mkdir(exist_ok=True)
     for script in SCRIPTS:
         target = scripts / script
