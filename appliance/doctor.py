@@ -80,7 +80,9 @@ LIBELF_HEADERS = (Path("/usr/include/gelf.h"), Path("/usr/local/include/gelf.h")
 
 def check_kernel_tools(recipe) -> list[Check]:
     """The kernel stage's tools, when the recipe makes it build (modules or a full kernel)."""
-    from appliance.stages.kernel import stage as kernel_build  # heavy imports: only when a recipe is at hand
+    from appliance.stages.kernel import (
+        stage as kernel_build,  # heavy imports: only when a recipe is at hand
+    )
 
     why_idle = kernel_build.idle_reason(recipe)
     if why_idle:
