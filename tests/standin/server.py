@@ -23,6 +23,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from appliance.errors import PipelineError
 from appliance.paths import REPO
 from appliance.run import Runner
 from tests.standin import cache, extensions, mirror, registry, releases
@@ -118,7 +119,13 @@ class MirrorServer(http.server.ThreadingHTTPServer):
 
 
 def make_server(root: Path, port: int, handler: type = MirrorHandler) -> MirrorServer:
-    return MirrorServer((mirror.HOST, port), functools.partial(handler, directory=str(root)))
+    try:
+        return MirrorServer((mirror.HOST, port), functools.partial(handler, directory=str(root)))
+    except OSError as exc:
+        raise PipelineError(f"the stand-in server cannot listen on {mirror.HOST}:{port}: "
+                            f"{exc.strerror}",
+                            "another stand-in server or demo may hold the port: stop it, or "
+                            "pick another port (--port, STANDIN_PORT)") from None
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from appliance import config
+from appliance.errors import PipelineError
 from appliance.fetch import sha256_file
 from appliance.paths import REPO
 from appliance.run import Runner, kill_group
@@ -467,3 +468,14 @@ def test_oci_image_is_deterministic():
         assert digest == f"sha256:{hashlib.sha256(blob).hexdigest()}"
     annotations = index["manifests"][0]["annotations"]
     assert annotations["io.containerd.image.name"] == f"{registry.IMAGE_NAME}:1"
+
+
+def test_a_busy_port_is_one_clear_error(tmp_path):
+    """`make demo` next to another demo: a message naming the port, not a traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(PipelineError, match=f"cannot listen on 127.0.0.1:{port}") as err:
+            standin_server.make_server(tmp_path, port)
+        assert "STANDIN_PORT" in err.value.hint
