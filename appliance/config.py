@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from appliance import log
 from appliance.errors import ConfigError
 
 BOOT_TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/=,@+-]*$")
@@ -506,10 +507,21 @@ def resolve_restore_sources(merged: dict, origins: dict[tuple, str]) -> None:
     if not isinstance(items, list) or origin is None:
         return
     base = Path(origin).resolve().parent
-    for item in items:
+    for index, item in enumerate(items):
         source = item.get("source") if isinstance(item, dict) else None
-        if isinstance(source, str) and source and not Path(source).is_absolute():
-            item["source"] = str(base / source)
+        if isinstance(source, str) and source and "\0" not in source:
+            if not Path(source).is_absolute():
+                item["source"] = str(base / source)
+            warn_outside(Path(item["source"]), base, f"{origin}: restore[{index}].source")
+
+
+def warn_outside(source: Path, base: Path, where: str) -> None:
+    """A source outside the recipe's folder (absolute, `..`, or a link out of it) is allowed
+    but said aloud: it puts whatever that path holds on this host into the ISO."""
+    resolved = source.resolve()
+    if not resolved.is_relative_to(base):
+        log.warn(f"{where}: {resolved} is outside the recipe's folder {base}; it goes into "
+                 "the ISO's mydata.tgz (keep restore sources beside the recipe)")
 
 
 def to_json(recipe: Recipe) -> str:
