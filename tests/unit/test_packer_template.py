@@ -76,13 +76,22 @@ def test_the_source_is_what_design_section_6_says(tmp_path):
     assert src["format"] == "qcow2" and src["headless"] is True
     assert src["ssh_username"] == "tc"
     assert src["shutdown_command"] == "sudo poweroff"
-    assert src["qemuargs"] == [["-serial", "file:${var.serial_log}"]]
+    assert src["qemuargs"][0] == ["-serial", "file:${var.serial_log}"]
     vals = variables(parsed)
     assert vals["iso_url"] == (tmp_path / "appliance.iso").as_uri()
     assert vals["iso_checksum"] == "sha256:" + "ab" * 32
     assert vals["boot_command"] == ["<enter>"]
     assert vals["cpus"] == 1 and vals["memory"] == 2048 and vals["disk_size"] == "8192M"
     assert vals["output_directory"] == str(tmp_path / "work" / "output")
+
+
+def test_packers_ports_listen_on_loopback_only(tmp_path):
+    src = source(rendered(tmp_path))
+    netdev = [arg for arg in src["qemuargs"] if arg[0] == "-netdev"]
+    # Packer fills in the port; id user.0 is the netdev Packer's own -device e1000 uses.
+    assert netdev == [["-netdev", "user,id=user.0,hostfwd=tcp:127.0.0.1:{{ .SSHHostPort }}-:22"]]
+    assert [arg[0] for arg in src["qemuargs"]] == ["-serial", "-netdev"]  # -device is Packer's
+    assert src["vnc_bind_address"] == "127.0.0.1"
 
 
 def test_every_variable_the_template_uses_is_declared_and_set(tmp_path):

@@ -12,6 +12,7 @@ Pass/fail comes from Packer's output, the serial console and SSH, never from a s
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -165,6 +166,42 @@ def qemu_processes(serial_log: Path) -> list[str]:
     return found
 
 
+def socket_inodes(pid: str) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    return inodes
+
+
+def proc_net_address(hex_addr: str) -> str:
+    """/proc/net/tcp{,6}'s local address (little-endian 32-bit words in hex) as text."""
+    raw = bytes.fromhex(hex_addr)
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    return str(ipaddress.ip_address(words))
+
+
+def loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    return ip.is_loopback or bool(getattr(ip, "ipv4_mapped", None) and ip.ipv4_mapped.is_loopback)
+
+
+def listening(pid: str) -> list[tuple[str, int]]:
+    """(address, port) of every TCP socket of the process in state LISTEN (0A)."""
+    inodes, found = socket_inodes(pid), []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:
+                addr, port = fields[1].split(":")
+                found.append((proc_net_address(addr), int(port, 16)))
+    return found
+
+
 def test_ctrl_c_stops_packer_and_qemu_and_keeps_the_last_build(traditional):
     qcow2 = traditional.qcow2()
     before = qcow2.stat().st_size, qcow2.stat().st_mtime
@@ -183,6 +220,10 @@ def test_ctrl_c_stops_packer_and_qemu_and_keeps_the_last_build(traditional):
             break
     serial = traditional.build / "logs" / "packer-serial.log"
     assert qemu_processes(serial), "".join(seen)  # QEMU is up
+    # Packer's SSH forward (and VNC) listen on loopback only, never on every interface
+    sockets = [addr for entry in qemu_processes(serial) for addr in listening(entry.split()[0])]
+    assert sockets, "QEMU listens on nothing: the SSH forward is missing"
+    assert all(loopback(a) for a, _ in sockets), sockets
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends
     rest, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0
