@@ -360,6 +360,7 @@ class Recipe(Strict):
     hostname: Hostname = "tc-appliance"
     ready_timeout: Annotated[int, Field(ge=10, le=86400)] = 600  # seconds, all services
     tc_password_hash: PasswordHash | None = None
+    console_autologin: bool = False  # true: Tiny Core's automatic login of tc on tty1
     restore: list[RestoreItem] = []
     live: Live = Live()
 
@@ -381,6 +382,21 @@ class Recipe(Strict):
         if dupes:
             raise ValueError(f"overlays: listed more than once: {', '.join(dupes)}")
         return self
+
+    def live_boot_codes(self) -> list[str]:
+        """boot.live as it goes on the ISO's boot line (the login policy added)."""
+        return self._login_policy(self.boot.live)
+
+    def disk_boot_codes(self) -> list[str]:
+        """boot.disk as it goes on the installed system's boot line."""
+        return self._login_policy(self.boot.disk)
+
+    def _login_policy(self, codes: list[str]) -> list[str]:
+        # Tiny Core logs tc in on tty1 unless booted with noautologin, and tc has
+        # passwordless sudo (tinycorelinux/Core-scripts etc/init.d/tc-config @ 0ed6e60).
+        if self.console_autologin or "noautologin" in codes:
+            return list(codes)
+        return [*codes, "noautologin"]
 
     def mirror_urls(self, path: str) -> tuple[str, ...]:
         """A mirror file (relative to <mirror>/<N>.x/<arch>/, or a URL) on every mirror."""

@@ -85,6 +85,20 @@ def test_the_source_is_what_design_section_6_says(tmp_path):
     assert vals["output_directory"] == str(tmp_path / "work" / "output")
 
 
+@pytest.mark.parametrize(("top", "extra", "codes"), [
+    ("", "", "noautologin"),  # the default: a login prompt on the console
+    ("console_autologin = true\n", "", ""),
+    ("console_autologin = true\n", '[boot]\ndisk = ["quiet"]\n', "quiet"),
+])
+def test_the_installed_boot_line_asks_for_a_console_login_unless_switched_off(
+        tmp_path, top, extra, codes):
+    path = tmp_path / "appliance.toml"
+    path.write_text(top + RECIPE + extra)
+    vals = packer_template.values(config.load([path]).recipe, build(tmp_path))
+    env = dict(item.split("=", 1) for item in vals["install_env"])
+    assert env["APPLIANCE_BOOT_CODES"] == codes
+
+
 def test_packers_ports_listen_on_loopback_only(tmp_path):
     src = source(rendered(tmp_path))
     netdev = [arg for arg in src["qemuargs"] if arg[0] == "-netdev"]
@@ -115,7 +129,7 @@ def test_recipe_values_reach_the_scripts_environment(tmp_path):
     vals = variables(rendered(tmp_path, extra=extra))
     env = dict(item.split("=", 1) for item in vals["install_env"])
     assert env["APPLIANCE_MODE"] == "frugal"
-    assert env["APPLIANCE_BOOT_CODES"] == "waitusb=5 quiet"
+    assert env["APPLIANCE_BOOT_CODES"] == "waitusb=5 quiet noautologin"
     assert env["APPLIANCE_EXTENSIONS"] == "openssh.tcz containerd.tcz faasd.tcz"
     assert env["APPLIANCE_INITRDS"] == "/boot/corepure64.gz /boot/appliance.gz"  # no build.gz
     assert "APPLIANCE_SERVICES=containerd faasd" in vals["verify_env"]

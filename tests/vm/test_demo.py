@@ -142,6 +142,11 @@ def test_negative_control_runc_cannot_pivot_root_on_the_live_iso(traditional, tm
         ]
         result = ssh(port, " && ".join(steps[:-2]) + "; " + "; ".join(steps[-2:]))
         assert result.returncode == 0, result.stderr + vm.tail()
+        # noautologin (the default): tty1 shows a login prompt, not a shell of tc; long
+        # after the boot, so root's first automatic login has emptied the marker and exited.
+        ps = ssh(port, "ps").stdout
+    assert re.search(r"getty 38400 tty1$", ps, re.M), ps
+    assert not re.search(r"^\s*\d+\s+tc\s.*\s-sh$", ps, re.M), ps
     lines = result.stdout.splitlines()
     assert lines[0] == "root=rootfs"  # the live system runs from the initramfs
     assert "rc=0" not in lines and any(line.startswith("rc=") for line in lines)
