@@ -160,3 +160,10 @@ def test_restore_sources_outside_the_recipe_folder_are_warned_about(tmp_path, ca
     assert err == [f"warning: {recipe_file}: restore[{i}].source: {outside} is outside the "
                    f"recipe's folder {recipe_file.parent.resolve()}; it goes into the ISO's "
                    "mydata.tgz (keep restore sources beside the recipe)" for i in (2, 3)]
+
+
+def test_the_default_mirrors_try_https_first():
+    mirrors = config.load([REPO / "appliance.toml"]).recipe.tinycore.mirrors
+    schemes = [m.split("://")[0] for m in mirrors]
+    assert schemes[:2] == ["https", "https"]
+    assert schemes == sorted(schemes, key=lambda s: s != "https")  # http only as fallback
