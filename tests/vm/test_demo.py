@@ -99,14 +99,14 @@ def check_verified(demo: Demo, root_line: str) -> None:
 def test_make_demo_traditional_gives_a_verified_qcow2(traditional):
     check_verified(traditional, "verify: / is ext4 (traditional install)")
     output = traditional.output()
-    assert "install-to-disk: boot line: root=/dev/sda1 console=tty0 console=ttyS0,115200" in output
+    assert "install-to-disk: boot line: root=/dev/sda1 noautologin console=tty0 console=ttyS0,115200" in output
     assert "demo: stand-in servers stopped" in output
 
 
 def test_make_demo_frugal_gives_a_verified_qcow2(frugal):
     check_verified(frugal, "verify: / is tmpfs (frugal install)")
     output = frugal.output()
-    assert "install-to-disk: boot line: noembed tce=sda1 console=tty0 console=ttyS0,115200" in output
+    assert "install-to-disk: boot line: noembed tce=sda1 noautologin console=tty0 console=ttyS0,115200" in output
     assert "extensions loaded from /mnt/sda1/tce/optional" in output
     assert "verify: /var/lib/containerd is on the disk (/dev/sda1)" in output  # bootsync's bind
 
