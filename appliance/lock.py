@@ -186,8 +186,13 @@ def ensure_current(lock: Lock | None, recipe: Recipe, path: Path) -> Lock:
 
 def differences(old: Lock, new: Lock) -> list[str]:
     """What a fresh resolve changed against a lock (identity, load order, pinned bytes)."""
-    diffs = [f"identity: lock has {json.dumps(old.identity, sort_keys=True)}, recipe gives "
-             f"{json.dumps(new.identity, sort_keys=True)}"] if old.identity != new.identity else []
+    diffs = []
+    for section in sorted(set(old.identity) | set(new.identity)):
+        was, now = old.identity.get(section, {}), new.identity.get(section, {})
+        for key in sorted(set(was) | set(now)):
+            if was.get(key) != now.get(key):
+                diffs.append(f"{section}.{key}: lock has {was.get(key)!r}, recipe has "
+                             f"{now.get(key)!r}")
     if old.extension_order != new.extension_order:
         diffs.append(f"extension order: lock has {old.extension_order}, upstream gives "
                      f"{new.extension_order}")

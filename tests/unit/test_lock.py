@@ -241,3 +241,13 @@ def test_a_lock_from_before_the_marking_is_judged_by_its_trusted_text(env, capsy
     capsys.readouterr()
     assert run("fetch", "-c", env["recipe"], "-c", site, "--locked") == 2
     assert "  kernel/source: sha256 " in capsys.readouterr().err
+
+
+def test_lock_check_names_a_recipe_change(env, capsys):
+    run("lock", "-c", env["recipe"])
+    site = env["tmp"] / "site.toml"
+    site.write_text('[tinycore]\nextensions = ["openssh"]\n')
+    capsys.readouterr()
+    assert run("lock", "-c", env["recipe"], "-c", site, "--check") == 1
+    assert "  tinycore.extensions: lock has ['openssh', 'iptables'], recipe has ['openssh']" \
+        in capsys.readouterr().err
