@@ -94,10 +94,15 @@ def parser() -> argparse.ArgumentParser:
     add_build_args(add_reprobe_arg(sub.add_parser(
         "build", help="run the stages (skipping what is up to date)")))
     add_build_args(sub.add_parser("fetch", help="download and verify every input"), until=False)
-    add_recipe_args(sub.add_parser(
+    lk = sub.add_parser(
         "lock", help="pin every remote input (sha256) from upstream checksum files",
         description="Resolve every remote input of the recipe to a sha256, trusting only "
-                    "upstream checksum files, and write the lock file."))
+                    "upstream checksum files, and write the lock file.")
+    add_recipe_args(lk)
+    lk.add_argument("--accept-first-use", action="store_true",
+                    help="record that you reviewed and accept the first-use pins it prints")
+    lk.add_argument("--check", action="store_true",
+                    help="resolve afresh and exit 1 if the existing lock differs (writes nothing)")
     add_build_args(sub.add_parser("plan", help="show which stages would run and why"))
     add_recipe_args(add_reprobe_arg(sub.add_parser(
         "doctor", help="check this host: tools, versions, accelerator, disk (and the kernel "
@@ -172,11 +177,30 @@ def cmd_plan(args) -> int:
 def cmd_lock(args) -> int:
     loaded = load_recipe(args)
     path = lock_path(args, loaded)
+    previous = lockfile.read(path)
+    if args.check:
+        return check_lock(loaded, path, previous)
     log.say(f"locking {', '.join(map(str, loaded.files))} -> {path}")
     paths.claim(cache_root())
     resolved = lockfile.resolve(loaded.recipe, Fetcher())
+    lockfile.settle_acceptance(resolved, previous, accept=args.accept_first_use)
     lockfile.write(path, resolved)
     log.say(f"wrote {path}: {len(resolved.pins)} pinned inputs")
+    for line in lockfile.review_block(resolved):  # even with -q: a person must read it
+        print(line, file=sys.stderr, flush=True)
+    return 0
+
+
+def check_lock(loaded: config.LoadedRecipe, path: Path, previous) -> int:
+    """`lock --check`: the committed lock still says what upstream and the recipe say."""
+    if previous is None:
+        raise PipelineError(f"{path}: no lock to check", "run `python pipeline.py lock`")
+    log.say(f"checking {path} against upstream")
+    diffs = lockfile.differences(previous, lockfile.resolve(loaded.recipe, Fetcher()))
+    if diffs:
+        log.error(f"{path} is stale:\n" + "\n".join(f"  {d}" for d in diffs))
+        return 1
+    log.say(f"{path} is current: {len(previous.pins)} pins")
     return 0
 
 

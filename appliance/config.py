@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from appliance import log
 from appliance.errors import ConfigError
 
 BOOT_TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/=,@+-]*$")
@@ -359,6 +360,7 @@ class Recipe(Strict):
     hostname: Hostname = "tc-appliance"
     ready_timeout: Annotated[int, Field(ge=10, le=86400)] = 600  # seconds, all services
     tc_password_hash: PasswordHash | None = None
+    console_autologin: bool = False  # true: Tiny Core's automatic login of tc on tty1
     restore: list[RestoreItem] = []
     live: Live = Live()
 
@@ -380,6 +382,21 @@ class Recipe(Strict):
         if dupes:
             raise ValueError(f"overlays: listed more than once: {', '.join(dupes)}")
         return self
+
+    def live_boot_codes(self) -> list[str]:
+        """boot.live as it goes on the ISO's boot line (the login policy added)."""
+        return self._login_policy(self.boot.live)
+
+    def disk_boot_codes(self) -> list[str]:
+        """boot.disk as it goes on the installed system's boot line."""
+        return self._login_policy(self.boot.disk)
+
+    def _login_policy(self, codes: list[str]) -> list[str]:
+        # Tiny Core logs tc in on tty1 unless booted with noautologin, and tc has
+        # passwordless sudo (tinycorelinux/Core-scripts etc/init.d/tc-config @ 0ed6e60).
+        if self.console_autologin or "noautologin" in codes:
+            return list(codes)
+        return [*codes, "noautologin"]
 
     def mirror_urls(self, path: str) -> tuple[str, ...]:
         """A mirror file (relative to <mirror>/<N>.x/<arch>/, or a URL) on every mirror."""
@@ -509,10 +526,21 @@ def resolve_restore_sources(merged: dict, origins: dict[tuple, str]) -> None:
     if not isinstance(items, list) or origin is None:
         return
     base = Path(origin).resolve().parent
-    for item in items:
+    for index, item in enumerate(items):
         source = item.get("source") if isinstance(item, dict) else None
-        if isinstance(source, str) and source and not Path(source).is_absolute():
-            item["source"] = str(base / source)
+        if isinstance(source, str) and source and "\0" not in source:
+            if not Path(source).is_absolute():
+                item["source"] = str(base / source)
+            warn_outside(Path(item["source"]), base, f"{origin}: restore[{index}].source")
+
+
+def warn_outside(source: Path, base: Path, where: str) -> None:
+    """A source outside the recipe's folder (absolute, `..`, or a link out of it) is allowed
+    but said aloud: it puts whatever that path holds on this host into the ISO."""
+    resolved = source.resolve()
+    if not resolved.is_relative_to(base):
+        log.warn(f"{where}: {resolved} is outside the recipe's folder {base}; it goes into "
+                 "the ISO's mydata.tgz (keep restore sources beside the recipe)")
 
 
 def to_json(recipe: Recipe) -> str:

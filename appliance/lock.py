@@ -5,6 +5,13 @@ files (`<file>.md5.txt` on Tiny Core mirrors, `.sha256`/`.sha256sum` beside rele
 and records which file each pin came from. Container images are pinned by the digest of their
 linux/amd64 manifest as the registry serves it (appliance/stages/extensions/images.py). `build --locked`
 refuses anything not pinned here.
+
+A pin that nothing independent vouches for is marked `first_use`: no upstream checksum file
+(the bytes first downloaded are trusted), or a checksum file or registry answer that came
+over plain http (whoever could change the download could change it too). `lock` prints them
+in a block to review; `build --locked` refuses them until `lock --accept-first-use` records
+that a person accepted exactly those bytes (`first_use_accepted`: key -> sha256; a later
+`lock` keeps an acceptance whose bytes did not change).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ class Pin:
     sha256: str
     md5: str | None = None
     trusted: str = ""  # which upstream checksum file vouched for it
+    first_use: bool = False  # nothing independent vouched for it (see the module doc)
 
 
 @dataclass
@@ -42,6 +50,7 @@ class Lock:
     pins: dict[str, Pin]
     extension_order: list[str] = field(default_factory=list)
     extension_deps: dict[str, list[str]] = field(default_factory=dict)
+    first_use_accepted: dict[str, str] = field(default_factory=dict)  # key -> sha256
 
     def to_json(self) -> str:
         data = {
@@ -49,6 +58,7 @@ class Lock:
             "identity": self.identity,
             "extensions": {"order": self.extension_order, "deps": self.extension_deps},
             "pins": [asdict(p) for p in sorted(self.pins.values(), key=lambda p: p.key)],
+            "first_use_accepted": dict(sorted(self.first_use_accepted.items())),
         }
         return json.dumps(data, indent=2) + "\n"
 
@@ -127,6 +137,8 @@ def parse(data: object) -> Lock:
             raise TypeError(f"`identity.{section}` must be an object")
     pins = {}
     for index, item in enumerate(pins_data):
+        if isinstance(item, dict):
+            item = {"first_use": legacy_first_use(item), **item}
         pin = parse_pin(item, f"pins[{index}]")
         pins[pin.key] = pin
     ext = data.get("extensions", {})
@@ -138,7 +150,10 @@ def parse(data: object) -> Lock:
     if not (isinstance(deps, dict) and all(
             isinstance(v, list) and all(isinstance(d, str) for d in v) for v in deps.values())):
         raise TypeError("`extensions.deps` must map names to lists of names")
-    return Lock(ident, pins, order, deps)
+    accepted = data.get("first_use_accepted", {})
+    if not isinstance(accepted, dict):
+        raise TypeError("`first_use_accepted` must map pin names to sha256 digests")
+    return Lock(ident, pins, order, deps, {str(k): str(v) for k, v in accepted.items()})
 
 
 def parse_pin(item: object, where: str) -> Pin:
@@ -159,6 +174,13 @@ def parse_pin(item: object, where: str) -> Pin:
     if pin.name in ("", ".", "..") or "/" in pin.name or "\\" in pin.name or "\0" in pin.name:
         raise ValueError(f"{where}.name {pin.name!r} must be a plain file name (no folders)")
     return pin
+
+
+def legacy_first_use(pin: dict) -> bool:
+    """A lock written before pins were marked: judged by what its `trusted` text says."""
+    trusted = str(pin.get("trusted", ""))
+    return trusted.startswith(("trusted on first download", "md5 from http://",
+                               "sha256 from http://"))
 
 
 def write(path: Path, lock: Lock) -> None:
@@ -210,7 +232,78 @@ def ensure_current(lock: Lock | None, recipe: Recipe, path: Path) -> Lock:
             f"{path} is out of date with the recipe:\n{shown}",
             "run `python pipeline.py lock` to update it, then review the diff",
         )
+    waiting = unaccepted(lock)
+    if waiting:
+        shown = "\n".join(f"  {p.key}: sha256 {p.sha256} ({p.trusted})" for p in waiting)
+        raise LockError(
+            f"{path} has first-use pins that no person accepted:\n{shown}",
+            "review them, then run `python pipeline.py lock --accept-first-use`",
+        )
     return lock
+
+
+def differences(old: Lock, new: Lock) -> list[str]:
+    """What a fresh resolve changed against a lock (identity, load order, pinned bytes)."""
+    diffs = []
+    for section in sorted(set(old.identity) | set(new.identity)):
+        was, now = old.identity.get(section, {}), new.identity.get(section, {})
+        for key in sorted(set(was) | set(now)):
+            if was.get(key) != now.get(key):
+                diffs.append(f"{section}.{key}: lock has {was.get(key)!r}, recipe has "
+                             f"{now.get(key)!r}")
+    if old.extension_order != new.extension_order:
+        diffs.append(f"extension order: lock has {old.extension_order}, upstream gives "
+                     f"{new.extension_order}")
+    for key in sorted(set(old.pins) | set(new.pins)):
+        was, now = old.pins.get(key), new.pins.get(key)
+        if (was and was.sha256) != (now and now.sha256):
+            diffs.append(f"{key}: lock has {was.sha256 if was else None}, upstream gives "
+                         f"{now.sha256 if now else None}")
+    return diffs
+
+
+def first_use(lock: Lock) -> list[Pin]:
+    return [p for p in sorted(lock.pins.values(), key=lambda p: p.key) if p.first_use]
+
+
+def unaccepted(lock: Lock) -> list[Pin]:
+    """First-use pins whose exact bytes the lock does not record as accepted."""
+    return [p for p in first_use(lock) if lock.first_use_accepted.get(p.key) != p.sha256]
+
+
+def settle_acceptance(lock: Lock, previous: Lock | None, *, accept: bool) -> Lock:
+    """The acceptances the new lock carries: every first-use pin with --accept-first-use,
+    else those the previous lock accepted for the very same bytes."""
+    before = previous.first_use_accepted if previous else {}
+    lock.first_use_accepted = {
+        p.key: p.sha256 for p in first_use(lock)
+        if accept or before.get(p.key) == p.sha256}
+    return lock
+
+
+def review_block(lock: Lock) -> list[str]:
+    """The lines `lock` ends with when some pins are first-use (empty when none is)."""
+    pins = first_use(lock)
+    if not pins:
+        return []
+    lines = [f"first-use pins ({len(pins)}): nothing independent vouched for these bytes; "
+             "review before committing the lock"]
+    for p in pins:
+        state = "accepted" if lock.first_use_accepted.get(p.key) == p.sha256 else "NOT accepted"
+        lines += [f"  {p.key}  [{state}]", f"    sha256 {p.sha256}", f"    from {p.url}",
+                  f"    {p.trusted}"]
+    if unaccepted(lock):
+        lines.append("`build --locked` refuses them until a person runs "
+                     "`python pipeline.py lock --accept-first-use`")
+    return lines
+
+
+def over_plain_http(url: str) -> bool:
+    return url.startswith("http://")
+
+
+def plain_http_note(url: str) -> str:
+    return " (over plain http: no better than the download itself)" if over_plain_http(url) else ""
 
 
 def resolve(recipe: Recipe, fetcher: Fetcher, runner: Runner | None = None) -> Lock:
@@ -244,8 +337,11 @@ def image_key(image: Image) -> str:
 def pin_image(image: Image, runner: Runner) -> Pin:
     """An image by the digest of its linux/amd64 manifest (the registry's own answer)."""
     digest, source = images.resolve_digest(image, runner)
+    plain = not image.tls_verify
+    if plain:
+        source += " (registry without TLS verification)"
     return announce(Pin(image_key(image), image.name, image.tag, f"docker://{image.source_ref}",
-                        digest, None, source))
+                        digest, None, source, plain))
 
 
 def pin_mirror_file(key: str, urls: tuple[str, ...], version: str, fetcher: Fetcher) -> Pin:
@@ -259,7 +355,7 @@ def pin_mirror_file(key: str, urls: tuple[str, ...], version: str, fetcher: Fetc
     path = fetcher.fetch(Download(name=name, urls=urls))
     log.warn(f"{key}: no {name}.md5.txt on the mirror; trusting the bytes first downloaded")
     return announce(Pin(key, name, version, urls[0], sha256_file(path), md5_file(path),
-                        "trusted on first download (no upstream checksum file)"))
+                        "trusted on first download (no upstream checksum file)", True))
 
 
 def announce(pin: Pin) -> Pin:
@@ -271,15 +367,15 @@ def pin_by_md5(key: str, name: str, version: str, urls: tuple[str, ...], fetcher
                md5: str | None = None, md5_url: str = "") -> Pin:
     """Download and pin a file that Tiny Core vouches for with `<file>.md5.txt`."""
     md5_urls = [u + ".md5.txt" for u in urls]
-    source = f"md5 from {md5_url}"
     if md5 is None:
         found = fetcher.get_text(md5_urls)
         if found is None:
             raise LockError(f"{key}: no {name}.md5.txt on any mirror")
-        source = f"md5 from {found[0]}"
-        md5 = parse_checksum_file(found[1], name)
+        md5_url, md5 = found[0], parse_checksum_file(found[1], name)
     path = fetcher.fetch(Download(name=name, urls=urls, md5=md5))
-    return announce(Pin(key, name, version, urls[0], sha256_file(path), md5_file(path), source))
+    return announce(Pin(key, name, version, urls[0], sha256_file(path), md5_file(path),
+                        f"md5 from {md5_url}{plain_http_note(md5_url)}",
+                        over_plain_http(md5_url)))
 
 
 def pin_iso(recipe: Recipe, fetcher: Fetcher) -> Pin:
@@ -300,7 +396,7 @@ def pin_release(name: str, rel, fetcher: Fetcher) -> Pin:
         path = fetcher.fetch(Download(name=rel.filename, urls=(url,)))
         log.warn(f"{key}: no checksum_url in the recipe; trusting the bytes first downloaded")
         return announce(Pin(key, rel.filename, rel.version, url, sha256_file(path), None,
-                            "trusted on first download (no upstream checksum file)"))
+                            "trusted on first download (no upstream checksum file)", True))
     found = fetcher.get_text([checksum_url])
     if found is None:
         raise LockError(f"{key}: checksum file {checksum_url} not found")
@@ -309,7 +405,8 @@ def pin_release(name: str, rel, fetcher: Fetcher) -> Pin:
     if sha256_file(path) != expected:  # the fetcher verified it; this guards a changed contract
         raise ChecksumError(f"{key}: sha256 does not match {checksum_url}")
     return announce(Pin(key, rel.filename, rel.version, url, expected, None,
-                        f"sha256 from {checksum_url}"))
+                        f"sha256 from {found[0]}{plain_http_note(found[0])}",
+                        over_plain_http(found[0])))
 
 
 def downloads(recipe: Recipe, lock: Lock, fetcher: Fetcher) -> dict[str, Download]:

@@ -38,32 +38,55 @@ set_hostname() {
     "$APPLIANCE_SETHOSTNAME" "$_name"
 }
 
-# The recipe's SHA-512 crypt hash for tc, applied once and then removed, so a password
-# changed later on an installed system is not reset at the next boot.
-set_password_hash() {
-    _file=$APPLIANCE_CONF/tc_password_hash
-    [ -s "$_file" ] || return 0
-    _hash=$(cat "$_file")
-    case "$_hash" in
-        \$6\$*) ;;
-        *) log "ignored $_file: not a SHA-512 crypt hash"; return 1 ;;
-    esac
-    case "$_hash" in
-        *[!A-Za-z0-9./=\$]*) log "ignored $_file: unexpected characters"; return 1 ;;
-    esac
+# tc's password field in the shadow file becomes $1.
+set_tc_shadow() {
     if ! grep -q '^tc:' "$APPLIANCE_SHADOW"; then
-        log "no user tc in $APPLIANCE_SHADOW; password hash not applied"
+        log "no user tc in $APPLIANCE_SHADOW; password not changed"
         return 1
     fi
     _new=$APPLIANCE_SHADOW.appliance
     # cat > keeps the owner and mode of the shadow file
-    if (umask 077 && awk -F: -v OFS=: -v hash="$_hash" '$1 == "tc" { $2 = hash } { print }' \
+    if (umask 077 && awk -F: -v OFS=: -v hash="$1" '$1 == "tc" { $2 = hash } { print }' \
             "$APPLIANCE_SHADOW" > "$_new") && cat "$_new" > "$APPLIANCE_SHADOW"; then
-        rm -f "$_new" "$_file"
-        log "password hash for tc set"
-    else
         rm -f "$_new"
-        log "could not set the password hash for tc"
+        return 0
+    fi
+    rm -f "$_new"
+    log "could not change the password of tc"
+    return 1
+}
+
+# The recipe's SHA-512 crypt hash for tc, applied once and then removed, so a password
+# changed later on an installed system is not reset at the next boot. Without one, tc would
+# keep Tiny Core's well-known password "tcuser" (tinycorelinux/Core-scripts
+# etc/init.d/tc-config @ 0ed6e60, addUser: `echo "$USER":tcuser | chpasswd -m`), and a
+# console login prompt (noautologin) would stop nobody: the password is locked instead, as
+# "*" (matches no password; not "!", which OpenSSH takes as a locked account and then
+# refuses keys too). Once per machine: tc_password_done stays on a traditional install; on
+# a frugal one tc-config makes tc afresh at every boot, and so does this.
+set_password_hash() {
+    _file=$APPLIANCE_CONF/tc_password_hash
+    _done=$APPLIANCE_CONF/tc_password_done
+    if [ -s "$_file" ]; then
+        _hash=$(cat "$_file")
+        case "$_hash" in
+            \$6\$*) ;;
+            *) log "ignored $_file: not a SHA-512 crypt hash"; _hash= ;;
+        esac
+        case "$_hash" in
+            *[!A-Za-z0-9./=\$]*) log "ignored $_file: unexpected characters"; _hash= ;;
+        esac
+        if [ -n "$_hash" ] && set_tc_shadow "$_hash"; then
+            rm -f "$_file"
+            : > "$_done"
+            log "password hash for tc set"
+            return 0
+        fi
+    fi
+    [ -e "$_done" ] && return 0
+    if set_tc_shadow '*'; then
+        : > "$_done"
+        log "password of tc locked (no tc_password_hash): console logins refused"
     fi
 }
 

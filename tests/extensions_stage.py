@@ -46,7 +46,7 @@ def built(root: Path) -> ExtensionsBuild:
     """The stand-in recipe built up to the extensions stage (raises with the log if not)."""
     if "build" not in _done:
         run = kernel_stage.stage_run(root)
-        locked = run.pipeline("lock")
+        locked = run.pipeline("lock", "--accept-first-use")  # the stand-in: see server.lock_argv
         if locked.returncode != 0:
             raise AssertionError(f"pipeline.py lock of the stand-in failed:\n"
                                  f"{locked.stderr[-3000:]}")

@@ -117,7 +117,7 @@ def cold_build(root: Path, full: bool = False) -> ColdBuild:
     if kind not in _cold:
         root.mkdir(parents=True, exist_ok=True)
         run = stage_run(root, *extra_overlay(root, full))
-        locked = run.pipeline("lock")
+        locked = run.pipeline("lock", "--accept-first-use")  # the stand-in: see server.lock_argv
         start = time.monotonic()
         result = run.pipeline("build", "--until", "kernel", "--locked")
         _cold[kind] = ColdBuild(run, locked, result, time.monotonic() - start)

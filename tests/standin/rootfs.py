@@ -194,6 +194,9 @@ def tree_entries() -> list[cpio.Entry]:
     for entry in map(normalized, cpio.tree(TREE, "")):
         if entry.path == "opt" or entry.path.startswith("opt/"):
             entry = cpio.owned(entry, 0, STAFF_GID, (entry.mode & 0o7777) | 0o020)
+        if entry.path in DIRECTORIES:  # a folder the tree also holds (root/) keeps its mode
+            uid, gid, mode = DIRECTORIES[entry.path]
+            entry = cpio.owned(entry, uid, gid, mode)
         if entry.path in SECRET_FILES:
             entry = cpio.owned(entry, 0, 0, SECRET_FILES[entry.path])
         entries.append(entry)

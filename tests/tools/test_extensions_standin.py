@@ -86,7 +86,9 @@ def test_the_image_is_pinned_by_its_registry_digest(standin_build):
     pin = pins["image/docker.io/standin/busybox:1.35.0"]
     manifest = cache.info(registry.build_image())["manifest"]
     assert f"sha256:{pin['sha256']}" == manifest
-    assert pin["trusted"] == "manifest digest from the registry"
+    # the stand-in's registry is plain http: first use, accepted by the stand-in's lock
+    assert pin["trusted"] == "manifest digest from the registry (registry without TLS verification)"
+    assert pin["first_use"] and lock["first_use_accepted"][pin["key"]] == pin["sha256"]
 
 
 def test_a_warm_build_skips_every_stage(standin_build):

@@ -81,7 +81,7 @@ def test_a_tree_of_another_release_fails_clearly_and_builds_nothing(cold, tmp_pa
     other.write_text('[tinycore]\nkernel = "6.1.999-tinycore64"\nextensions = []\n')
     run_ = kernel_stage.stage_run(tmp_path / "other",
                                   *kernel_stage.extra_overlay(tmp_path, False), str(other))
-    assert run_.pipeline("lock").returncode == 0
+    assert run_.pipeline("lock", "--accept-first-use").returncode == 0
     failed = run_.pipeline("build", "--until", "kernel", "--locked")
     assert failed.returncode == 1
     assert (f"builds release '{cold.run.kver}', but the recipe's tinycore.kernel is "

@@ -35,7 +35,19 @@ def pipeline(site, *args, **kw):
 def test_lock_then_locked_fetch_over_http(site):
     locked = pipeline(site, "lock", "-c", str(site["recipe"]))
     assert locked.returncode == 0, locked.stderr
-    assert f"md5 from {site['url']}/11.x/x86_64/tcz/openssh.tcz.md5.txt" in locked.stderr
+    md5_url = f"{site['url']}/11.x/x86_64/tcz/openssh.tcz.md5.txt"
+    assert f"md5 from {md5_url} (over plain http: no better than the download itself)" \
+        in locked.stderr
+    # checksums over plain http vouch for nothing: every pin is first use, printed at the end
+    block = locked.stderr[locked.stderr.index("first-use pins (6): "):].splitlines()
+    assert block[0].endswith("review before committing the lock")
+    assert "  tcz/openssh.tcz  [NOT accepted]" in block
+    assert block[-1] == ("`build --locked` refuses them until a person runs "
+                         "`python pipeline.py lock --accept-first-use`")
+    refused = pipeline(site, "fetch", "-c", str(site["recipe"]), "--locked")
+    assert refused.returncode == 2 and "no person accepted" in refused.stderr
+    accepted = pipeline(site, "lock", "-c", str(site["recipe"]), "--accept-first-use")
+    assert accepted.returncode == 0 and "  tcz/openssh.tcz  [accepted]" in accepted.stderr
     fetched = pipeline(site, "fetch", "-c", str(site["recipe"]), "--locked")
     assert fetched.returncode == 0, fetched.stderr
     listing = json.loads((site["tmp"] / "build" / "fetch" / "inputs.json").read_text())

@@ -261,11 +261,25 @@ def test_bootsync_sets_the_host_and_the_hash_once_and_starts_ssh_key_only(guest)
     assert (guest / "shadow").read_text() == SHADOW
 
 
-def test_bootsync_ignores_a_hash_that_is_not_sha512(guest):
+LOCKED = "root:*:18000:0:99999:7:::\ntc:*:18000:0:99999:7:::\n"
+
+
+def test_bootsync_ignores_a_hash_that_is_not_sha512_and_locks_tc(guest):
     (guest / "conf" / "tc_password_hash").write_text("plainpassword\n")
     log = run_bootsync(guest)
-    assert (guest / "shadow").read_text() == SHADOW
+    assert (guest / "shadow").read_text() == LOCKED
     assert "not a SHA-512 crypt hash" in log and "plainpassword" not in log
+
+
+def test_bootsync_without_a_hash_locks_tcs_default_password_once(guest):
+    (guest / "conf" / "tc_password_hash").unlink()
+    log = run_bootsync(guest)
+    assert (guest / "shadow").read_text() == LOCKED  # no more "tcuser" at the console
+    assert "password of tc locked" in log
+    (guest / "shadow").write_text(SHADOW)  # a password set later by the owner stays
+    (guest / "bootlocal.ran").unlink()
+    run_bootsync(guest)
+    assert (guest / "shadow").read_text() == SHADOW
 
 
 def test_bootsync_starts_acpid_for_the_power_button_when_there_is_one(guest):

@@ -116,9 +116,12 @@ def test_recipe_matches_what_the_standin_serves(built, tmp_path, monkeypatch):
 
 
 def test_lock_and_locked_fetch_resolve_every_pin_from_the_mirror(built, site):
-    locked = pipeline(site, "lock")
+    locked = pipeline(site, "lock", "--accept-first-use")
     assert locked.returncode == 0, locked.stderr
     lock = json.loads((site["tmp"] / "standin.lock").read_text())
+    # plain http on loopback: every pin is first use, and accepted explicitly
+    assert all(p["first_use"] for p in lock["pins"])
+    assert lock["first_use_accepted"] == {p["key"]: p["sha256"] for p in lock["pins"]}
     kver = built.kernel.release
     names = [f"{n}.tcz" for n in ("openssh", "e2fsprogs", "syslinux")] + [
         f"netfilter-{kver}.tcz", "iptables.tcz", f"original-modules-{kver}.tcz"]

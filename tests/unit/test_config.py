@@ -143,3 +143,27 @@ def test_show_config_prints_resolved_json(tmp_path, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["vm"]["cpus"] == 3
     assert data["tinycore"]["guest_mirror"] == "http://10.0.2.2:9/"
+
+
+def test_restore_sources_outside_the_recipe_folder_are_warned_about(tmp_path, capsys):
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "motd").write_text("hi\n")
+    (tmp_path / "secret").write_text("x\n")
+    restore = ('\n[[restore]]\nsource = "motd"\npath = "etc/motd"\n'
+               '\n[[restore]]\nsource = "sub/../motd"\npath = "etc/motd2"\n'
+               '\n[[restore]]\nsource = "../secret"\npath = "etc/a"\n'
+               f'\n[[restore]]\nsource = "{tmp_path / "secret"}"\npath = "etc/b"\n')
+    recipe_file = write(tmp_path / "site", "r.toml", MINIMAL + restore)
+    config.load([recipe_file])
+    err = capsys.readouterr().err.splitlines()
+    outside = tmp_path.resolve() / "secret"
+    assert err == [f"warning: {recipe_file}: restore[{i}].source: {outside} is outside the "
+                   f"recipe's folder {recipe_file.parent.resolve()}; it goes into the ISO's "
+                   "mydata.tgz (keep restore sources beside the recipe)" for i in (2, 3)]
+
+
+def test_the_default_mirrors_try_https_first():
+    mirrors = config.load([REPO / "appliance.toml"]).recipe.tinycore.mirrors
+    schemes = [m.split("://")[0] for m in mirrors]
+    assert schemes[:2] == ["https", "https"]
+    assert schemes == sorted(schemes, key=lambda s: s != "https")  # http only as fallback

@@ -193,3 +193,44 @@ def test_the_standin_overlay_moves_compose_files_and_images_with_their_ports():
             'releases/download/{version}/docker-compose.yaml"') in lines
     assert ('[[images]]\nname = "docker.io/standin/busybox:1.35.0"\n'
             'source = "127.0.0.1:9999/standin/busybox:1.35.0"\ntls_verify = false') in lines
+
+
+def cached_entry(root, pinned_is_layout=True):
+    """A cache entry as pull leaves it; the pin is the layout's manifest, or (a converted
+    Docker schema-2 image) another digest recorded beside it."""
+    src = layout(root / "layout")
+    named = images.layout_manifest(src)
+    pin = named.removeprefix("sha256:") if pinned_is_layout else DIGEST
+    (root / "source.json").write_text(json.dumps(
+        {"digest": f"sha256:{pin}", "layout_manifest": named}))
+    return root, pin
+
+
+def test_a_cached_layout_must_name_the_pinned_manifest(tmp_path):
+    entry, pin = cached_entry(tmp_path / "e")
+    assert images.verify_pinned(entry, pin) == entry / "layout"
+    index = json.loads((entry / "layout" / "index.json").read_text())
+    layer = hashlib.sha256(b"layer").hexdigest()  # a blob that is present and intact
+    index["manifests"][0]["digest"] = f"sha256:{layer}"
+    (entry / "layout" / "index.json").write_text(json.dumps(index))
+    with pytest.raises(FetchError, match=f"names sha256:{layer}, not the pinned sha256:{pin}"):
+        images.verify_pinned(entry, pin)
+
+
+def test_a_converted_layout_is_checked_against_what_its_pull_recorded(tmp_path):
+    entry, pin = cached_entry(tmp_path / "e", pinned_is_layout=False)
+    images.verify_pinned(entry, pin)
+    with pytest.raises(FetchError, match="not the pinned"):  # a pin the entry was not pulled by
+        images.verify_pinned(entry, "b" * 64)
+    (entry / "source.json").unlink()
+    with pytest.raises(FetchError, match="not the pinned"):
+        images.verify_pinned(entry, pin)
+
+
+def test_a_layout_with_two_manifests_is_refused(tmp_path):
+    entry, pin = cached_entry(tmp_path / "e")
+    index = json.loads((entry / "layout" / "index.json").read_text())
+    index["manifests"] *= 2
+    (entry / "layout" / "index.json").write_text(json.dumps(index))
+    with pytest.raises(FetchError, match="expected one manifest"):
+        images.verify_pinned(entry, pin)

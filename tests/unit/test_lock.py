@@ -164,6 +164,7 @@ def test_kernel_inputs_are_pinned_only_when_the_kernel_stage_builds(env, capsys)
     assert pins["kernel/config"]["trusted"].endswith("config-5.4.3-tinycore64.md5.txt")
     assert pins["kernel/source"]["trusted"] == "trusted on first download (no upstream checksum file)"
     assert "kernel/source: no linux-5.4.3-patched.txz.md5.txt on the mirror" in err
+    assert run("lock", "-c", env["recipe"], "-c", site, "--accept-first-use") == 0
     assert run("fetch", "-c", env["recipe"], "-c", site, "--locked") == 0
 
 
@@ -179,3 +180,88 @@ def test_a_pin_the_recipe_does_not_use_is_a_lock_error():
         lock = Lock(identity(recipe), {key: Pin(key, "f", "1", "http://x/f", "a" * 64)})
         with pytest.raises(LockError, match=f"the lock pins '{key}', which is not an input"):
             downloads(recipe, lock, Fetcher(offline=True))
+
+
+def kernel_site(env) -> Path:
+    site = env["tmp"] / "kernel.toml"
+    site.write_text('[kernel]\nconfig = "release/src/kernel/config-5.4.3-tinycore64"\n'
+                    'source = "release/src/kernel/linux-5.4.3-patched.txz"\nmodules = ["overlay"]\n')
+    return site
+
+
+def test_first_use_pins_are_marked_printed_and_refused_until_accepted(env, capsys):
+    site = kernel_site(env)
+    assert run("lock", "-c", env["recipe"], "-c", site) == 0
+    data = json.loads(env["lock"].read_text())
+    marked = {p["key"] for p in data["pins"] if p["first_use"]}
+    assert marked == {"kernel/source"}  # file:// md5 files and runc's sha256sum vouch for the rest
+    assert data["first_use_accepted"] == {}
+    err = capsys.readouterr().err.splitlines()
+    source = {p["key"]: p for p in data["pins"]}["kernel/source"]
+    block = err[err.index("first-use pins (1): nothing independent vouched for these bytes; "
+                          "review before committing the lock"):]
+    assert block[1:] == [
+        "  kernel/source  [NOT accepted]", f"    sha256 {source['sha256']}",
+        f"    from {source['url']}", "    trusted on first download (no upstream checksum file)",
+        "`build --locked` refuses them until a person runs "
+        "`python pipeline.py lock --accept-first-use`"]
+    assert run("fetch", "-c", env["recipe"], "-c", site, "--locked") == 2
+    err = capsys.readouterr().err
+    assert f"error: {env['lock']} has first-use pins that no person accepted:\n" \
+           f"  kernel/source: sha256 {source['sha256']} (trusted on first download" in err
+    assert run("lock", "-c", env["recipe"], "-c", site, "--accept-first-use") == 0
+    accepted = json.loads(env["lock"].read_text())["first_use_accepted"]
+    assert accepted == {"kernel/source": source["sha256"]}
+    assert "  kernel/source  [accepted]" in capsys.readouterr().err
+    assert run("fetch", "-c", env["recipe"], "-c", site, "--locked") == 0
+
+
+def test_an_acceptance_holds_for_the_same_bytes_only(env, capsys):
+    site = kernel_site(env)
+    run("lock", "-c", env["recipe"], "-c", site, "--accept-first-use")
+    run("lock", "-c", env["recipe"], "-c", site)  # a re-lock: same bytes, still accepted
+    assert run("fetch", "-c", env["recipe"], "-c", site, "--locked") == 0
+    src = env["root"] / "11.x" / "x86_64" / "release" / "src" / "kernel"
+    (src / "linux-5.4.3-patched.txz").write_bytes(b"another tarball")
+    run("lock", "-c", env["recipe"], "-c", site)
+    assert json.loads(env["lock"].read_text())["first_use_accepted"] == {}
+    capsys.readouterr()
+    assert run("fetch", "-c", env["recipe"], "-c", site, "--locked") == 2
+    assert "has first-use pins that no person accepted" in capsys.readouterr().err
+
+
+def test_lock_check_fails_on_a_stale_lock_and_writes_nothing(env, capsys):
+    run("lock", "-c", env["recipe"])
+    before = env["lock"].read_text()
+    assert run("lock", "-c", env["recipe"], "--check") == 0
+    tcz = env["root"] / "11.x" / "x86_64" / "tcz" / "openssh.tcz"
+    upstream.write_with_md5(tcz, b"a new build of openssh")
+    capsys.readouterr()
+    assert run("lock", "-c", env["recipe"], "--check") == 1
+    err = capsys.readouterr().err
+    new = upstream.hashlib.sha256(b"a new build of openssh").hexdigest()
+    assert f"error: {env['lock']} is stale:\n  tcz/openssh.tcz: lock has " in err and new in err
+    assert env["lock"].read_text() == before
+
+
+def test_a_lock_from_before_the_marking_is_judged_by_its_trusted_text(env, capsys):
+    site = kernel_site(env)
+    run("lock", "-c", env["recipe"], "-c", site, "--accept-first-use")
+    data = json.loads(env["lock"].read_text())
+    for pin in data["pins"]:
+        del pin["first_use"]
+    del data["first_use_accepted"]
+    env["lock"].write_text(json.dumps(data))
+    capsys.readouterr()
+    assert run("fetch", "-c", env["recipe"], "-c", site, "--locked") == 2
+    assert "  kernel/source: sha256 " in capsys.readouterr().err
+
+
+def test_lock_check_names_a_recipe_change(env, capsys):
+    run("lock", "-c", env["recipe"])
+    site = env["tmp"] / "site.toml"
+    site.write_text('[tinycore]\nextensions = ["openssh"]\n')
+    capsys.readouterr()
+    assert run("lock", "-c", env["recipe"], "-c", site, "--check") == 1
+    assert "  tinycore.extensions: lock has ['openssh', 'iptables'], recipe has ['openssh']" \
+        in capsys.readouterr().err

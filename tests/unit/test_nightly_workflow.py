@@ -124,3 +124,47 @@ def test_uploads_out_and_on_failure_the_logs(workflow):
     paths = {s["with"]["path"].rstrip("/"): s.get("if", "") for s in uploads}
     assert "out" in paths and "cancelled" in paths["out"]  # also after a failed test
     assert "build/logs" in paths and "failure()" in paths["build/logs"]
+
+
+USES = re.compile(r"^\s*(?:-\s+)?uses:\s*(\S+?)@(\S+)(.*)$")
+
+
+def uses_lines() -> list[tuple[str, str, str]]:
+    """(action, ref, rest of the line) of every `uses:` line, comments included."""
+    return [m.groups() for line in WORKFLOW.read_text(encoding="utf-8").splitlines()
+            if (m := USES.match(line))]
+
+
+def test_every_action_is_pinned_by_a_commit_with_its_version_in_a_comment(workflow):
+    found = uses_lines()
+    assert len(found) == sum(1 for s in steps(workflow) if "uses" in s) >= 3
+    for action, ref, rest in found:
+        assert re.fullmatch(r"[0-9a-f]{40}", ref), f"{action}@{ref}: not a commit SHA"
+        assert re.fullmatch(r"\s+#\s+v\d+(\.\d+)*\s*", rest), f"{action}: no version comment"
+
+
+def test_checkout_keeps_no_credentials(workflow):
+    checkouts = [s for s in steps(workflow) if s.get("uses", "").startswith("actions/checkout@")]
+    assert checkouts and all(s.get("with", {}).get("persist-credentials") is False
+                             for s in checkouts)
+
+
+def test_a_committed_lock_is_checked_and_the_lock_used_is_uploaded(workflow):
+    locks = [cli.parser().parse_args(args) for args in calls(workflow, "pipeline.py")
+             if args[0] == "lock"]
+    assert any(a.check for a in locks)  # a stale committed lock fails the night
+    assert all(a.check or a.accept_first_use for a in locks)
+    order = [w for args in commands(workflow) for w in args if w in ("--check", "image")]
+    assert order.index("--check") < order.index("image")
+    uploads = [s for s in steps(workflow) if s.get("uses", "").startswith(
+        "actions/upload-artifact@")]
+    lock_upload = [s for s in uploads if s["with"]["path"] == "appliance.lock"]
+    assert lock_upload and "cancelled" in lock_upload[0].get("if", "")
+
+
+def test_make_lint_checks_the_workflows():
+    lint = (REPO / "Makefile").read_text(encoding="utf-8").split("\nlint:", 1)[1]
+    lint = lint.split("\n\n", 1)[0]
+    assert "actionlint .github/workflows/" in lint and "zizmor --offline" in lint
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert "make lint" in ci and "make test" in ci

@@ -78,7 +78,7 @@ def test_the_source_is_what_design_section_6_says(tmp_path):
     assert src["format"] == "qcow2" and src["headless"] is True
     assert src["ssh_username"] == "tc"
     assert src["shutdown_command"] == "sudo poweroff"
-    assert src["qemuargs"] == [["-serial", "file:${var.serial_log}"]]
+    assert src["qemuargs"][0] == ["-serial", "file:${var.serial_log}"]
     vals = variables(parsed)
     assert vals["iso_url"] == (tmp_path / "appliance.iso").as_uri()
     assert vals["iso_checksum"] == "sha256:" + "ab" * 32
@@ -86,6 +86,29 @@ def test_the_source_is_what_design_section_6_says(tmp_path):
     assert vals["cpus"] == 1 and vals["memory"] == 2048 and vals["disk_size"] == "8192M"
     assert vals["output_directory"] == "output"  # below ${path.root}: see the next test
     assert src["output_directory"] == "${path.root}/${var.output_directory}"
+
+
+@pytest.mark.parametrize(("top", "extra", "codes"), [
+    ("", "", "noautologin"),  # the default: a login prompt on the console
+    ("console_autologin = true\n", "", ""),
+    ("console_autologin = true\n", '[boot]\ndisk = ["quiet"]\n', "quiet"),
+])
+def test_the_installed_boot_line_asks_for_a_console_login_unless_switched_off(
+        tmp_path, top, extra, codes):
+    path = tmp_path / "appliance.toml"
+    path.write_text(top + RECIPE + extra)
+    vals = packer_template.values(config.load([path]).recipe, build(tmp_path))
+    env = dict(item.split("=", 1) for item in vals["install_env"])
+    assert env["APPLIANCE_BOOT_CODES"] == codes
+
+
+def test_packers_ports_listen_on_loopback_only(tmp_path):
+    src = source(rendered(tmp_path))
+    netdev = [arg for arg in src["qemuargs"] if arg[0] == "-netdev"]
+    # Packer fills in the port; id user.0 is the netdev Packer's own -device e1000 uses.
+    assert netdev == [["-netdev", "user,id=user.0,hostfwd=tcp:127.0.0.1:{{ .SSHHostPort }}-:22"]]
+    assert [arg[0] for arg in src["qemuargs"]] == ["-serial", "-netdev"]  # -device is Packer's
+    assert src["vnc_bind_address"] == "127.0.0.1"
 
 
 def test_every_variable_the_template_uses_is_declared_and_set(tmp_path):
@@ -109,7 +132,7 @@ def test_recipe_values_reach_the_scripts_environment(tmp_path):
     vals = variables(rendered(tmp_path, extra=extra))
     env = dict(item.split("=", 1) for item in vals["install_env"])
     assert env["APPLIANCE_MODE"] == "frugal"
-    assert env["APPLIANCE_BOOT_CODES"] == "waitusb=5 quiet"
+    assert env["APPLIANCE_BOOT_CODES"] == "waitusb=5 quiet noautologin"
     assert env["APPLIANCE_EXTENSIONS"] == "openssh.tcz containerd.tcz faasd.tcz"
     assert env["APPLIANCE_INITRDS"] == "/boot/corepure64.gz /boot/appliance.gz"  # no build.gz
     assert "APPLIANCE_SERVICES=containerd faasd" in vals["verify_env"]

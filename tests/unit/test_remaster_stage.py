@@ -219,3 +219,13 @@ def test_stage_key_has_no_password_hash_and_follows_restore_contents(ctx, tmp_pa
     extra = iso_remaster.extra_key(ctx)
     assert extra == iso_remaster.extra_key(ctx)  # the key is made once, then reused
     assert set(extra) == {"build_key", "deps"}
+
+
+@pytest.mark.parametrize(("top", "boot"), [
+    ("", ["cde", "waitusb=5", "noautologin"]),  # the default: a login prompt on the console
+    ("console_autologin = true\n", ["cde", "waitusb=5"]),  # Tiny Core's autologin of tc
+])
+def test_the_live_boot_line_asks_for_a_console_login_unless_switched_off(tmp_path, top, boot):
+    recipe = config.load([recipe_file(tmp_path, top)]).recipe
+    assert recipe.live_boot_codes() == boot
+    assert iso_remaster.key_slice(recipe)["boot"] == boot  # switching rebuilds the ISO

@@ -148,6 +148,11 @@ def test_tiny_core_users_owners_and_release(entries):
     assert entries["opt/bootlocal.sh"].gid == 50
     assert entries["usr/share/doc/tc/release.txt"].data == b"11.1\n"
     assert entries["opt/tcemirror"].data == b"http://repo.tinycorelinux.net/\n"
+    root = entries["root"]  # the tree holds root/.profile; the folder stays root's alone
+    assert (root.uid, root.gid, stat.S_IMODE(root.mode)) == (0, 0, 0o700)
+    # tty1's login chain of Core-scripts @ 0ed6e60: autologin -> root's .profile -> tc
+    assert b"exec /bin/login -f root" in entries["sbin/autologin"].data
+    assert b"/etc/sysconfig/noautologin" in entries["root/.profile"].data
 
 
 def test_base_modules_with_their_deps_and_the_tclocal_link(entries):

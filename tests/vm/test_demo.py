@@ -13,6 +13,7 @@ Pass/fail comes from Packer's output, the serial console and SSH, never from a s
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -99,14 +100,14 @@ def check_verified(demo: Demo, root_line: str) -> None:
 def test_make_demo_traditional_gives_a_verified_qcow2(traditional):
     check_verified(traditional, "verify: / is ext4 (traditional install)")
     output = traditional.output()
-    assert "install-to-disk: boot line: root=/dev/sda1 console=tty0 console=ttyS0,115200" in output
+    assert "install-to-disk: boot line: root=/dev/sda1 noautologin console=tty0 console=ttyS0,115200" in output
     assert "demo: stand-in servers stopped" in output
 
 
 def test_make_demo_frugal_gives_a_verified_qcow2(frugal):
     check_verified(frugal, "verify: / is tmpfs (frugal install)")
     output = frugal.output()
-    assert "install-to-disk: boot line: noembed tce=sda1 console=tty0 console=ttyS0,115200" in output
+    assert "install-to-disk: boot line: noembed tce=sda1 noautologin console=tty0 console=ttyS0,115200" in output
     assert "extensions loaded from /mnt/sda1/tce/optional" in output
     assert "verify: /var/lib/containerd is on the disk (/dev/sda1)" in output  # bootsync's bind
 
@@ -142,6 +143,11 @@ def test_negative_control_runc_cannot_pivot_root_on_the_live_iso(traditional, tm
         ]
         result = ssh(port, " && ".join(steps[:-2]) + "; " + "; ".join(steps[-2:]))
         assert result.returncode == 0, result.stderr + vm.tail()
+        # noautologin (the default): tty1 shows a login prompt, not a shell of tc; long
+        # after the boot, so root's first automatic login has emptied the marker and exited.
+        ps = ssh(port, "ps").stdout
+    assert re.search(r"getty 38400 tty1$", ps, re.M), ps
+    assert not re.search(r"^\s*\d+\s+tc\s.*\s-sh$", ps, re.M), ps
     lines = result.stdout.splitlines()
     assert lines[0] == "root=rootfs"  # the live system runs from the initramfs
     assert "rc=0" not in lines and any(line.startswith("rc=") for line in lines)
@@ -166,6 +172,42 @@ def qemu_processes(serial_log: Path) -> list[str]:
     return found
 
 
+def socket_inodes(pid: str) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    return inodes
+
+
+def proc_net_address(hex_addr: str) -> str:
+    """/proc/net/tcp{,6}'s local address (little-endian 32-bit words in hex) as text."""
+    raw = bytes.fromhex(hex_addr)
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    return str(ipaddress.ip_address(words))
+
+
+def loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    return ip.is_loopback or bool(getattr(ip, "ipv4_mapped", None) and ip.ipv4_mapped.is_loopback)
+
+
+def listening(pid: str) -> list[tuple[str, int]]:
+    """(address, port) of every TCP socket of the process in state LISTEN (0A)."""
+    inodes, found = socket_inodes(pid), []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:
+                addr, port = fields[1].split(":")
+                found.append((proc_net_address(addr), int(port, 16)))
+    return found
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_a_signal_stops_packer_and_qemu_and_keeps_the_last_build(traditional, sig):
     """Ctrl-C from a terminal, SIGTERM from CI timeouts and `timeout make image`: the same
@@ -187,6 +229,10 @@ def test_a_signal_stops_packer_and_qemu_and_keeps_the_last_build(traditional, si
             break
     serial = traditional.build / "logs" / "packer-serial.log"
     assert qemu_processes(serial), "".join(seen)  # QEMU is up
+    # Packer's SSH forward (and VNC) listen on loopback only, never on every interface
+    sockets = [addr for entry in qemu_processes(serial) for addr in listening(entry.split()[0])]
+    assert sockets, "QEMU listens on nothing: the SSH forward is missing"
+    assert all(loopback(a) for a, _ in sockets), sockets
     os.killpg(proc.pid, sig)  # Ctrl-C: the terminal signals the foreground process group
     rest, _ = proc.communicate(timeout=120)
     assert proc.returncode == 128 + sig, "".join(seen) + rest

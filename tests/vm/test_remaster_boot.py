@@ -153,7 +153,7 @@ def test_pipeline_build_until_remaster(standin, tmp_path):
     versions = releases.versions(Runner(echo=lambda line: None))
     overlay.write_text(standin_mirror.overlay_text(standin.kernel.release, versions, port))
     with server.running(standin.mirror, port):
-        locked = pipeline(tmp_path, overlay, "lock")
+        locked = pipeline(tmp_path, overlay, "lock", "--accept-first-use")
         assert locked.returncode == 0, locked.stderr[-3000:]
         done = pipeline(tmp_path, overlay, "build", "--until", "remaster", "--locked")
         assert done.returncode == 0, done.stderr[-5000:]

@@ -129,13 +129,47 @@ def verify_layout(layout: Path) -> None:
                              hint=f"delete {layout.parent} and build again")
 
 
+def layout_manifest(layout: Path) -> str:
+    """The digest (sha256:...) of the one manifest the layout's index.json names."""
+    try:
+        manifests = json.loads((layout / "index.json").read_text()).get("manifests", [])
+    except (OSError, ValueError, AttributeError):
+        manifests = None
+    if not isinstance(manifests, list) or len(manifests) != 1 \
+            or not isinstance(manifests[0], dict):
+        raise FetchError(f"{layout}/index.json: expected one manifest",
+                         hint=f"delete {layout.parent} and build again")
+    return str(manifests[0].get("digest", ""))
+
+
+def verify_pinned(entry: Path, digest: str) -> Path:
+    """A cached entry holds the pinned image: its blobs match their names and its index.json
+    names the pinned manifest, or the OCI conversion of it that skopeo wrote when it was
+    pulled by that digest (recorded in source.json at the pull). Re-hashing blobs alone would
+    accept an index.json edited to point at another image whose blobs are also present."""
+    layout = entry / "layout"
+    verify_layout(layout)
+    named = layout_manifest(layout)
+    try:
+        source = json.loads((entry / "source.json").read_text())
+    except (OSError, ValueError):
+        source = {}
+    accepted = {f"sha256:{digest}"}
+    if isinstance(source, dict) and source.get("digest") == f"sha256:{digest}":
+        accepted.add(str(source.get("layout_manifest", "")))
+    if named not in accepted or not (layout / "blobs" / "sha256" /
+                                     named.removeprefix("sha256:")).is_file():
+        raise FetchError(f"{layout}/index.json names {named or 'no digest'}, not the pinned "
+                         f"sha256:{digest}", hint=f"delete {entry} and build again")
+    return layout
+
+
 def pull(image: Image, digest: str, runner: Runner, *, offline: bool) -> Path:
     """The OCI layout of the pinned image, from the cache or pulled into it."""
     entry = images_dir() / digest
     layout = entry / "layout"
     if layout.is_dir():
-        verify_layout(layout)
-        return layout
+        return verify_pinned(entry, digest)
     if offline:
         raise FetchError(f"image {image.name} (sha256:{digest}) is not in the image cache "
                          "and --offline was given", hint="run without --offline to pull it")
@@ -151,9 +185,11 @@ def pull(image: Image, digest: str, runner: Runner, *, offline: bool) -> Path:
                         f"{image.repository} failed\n{exc.message}",
                         "check the registry is reachable, or build with a warm cache") from None
     verify_layout(tmp / "layout")
+    # skopeo fetched exactly the pinned digest; a Docker schema-2 manifest became an OCI
+    # one on the way, whose digest is recorded so a cache hit can check index.json.
     (tmp / "source.json").write_text(json.dumps(
-        {"name": image.name, "source": image.source_ref, "digest": f"sha256:{digest}"},
-        indent=2) + "\n")
+        {"name": image.name, "source": image.source_ref, "digest": f"sha256:{digest}",
+         "layout_manifest": layout_manifest(tmp / "layout")}, indent=2) + "\n")
     try:
         tmp.rename(entry)
     except OSError:  # another build put the same digest there first: keep that one

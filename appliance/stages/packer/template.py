@@ -57,7 +57,7 @@ def install_env(recipe: Recipe, build: Build) -> list[str]:
     return [
         f"APPLIANCE_MODE={recipe.install.mode}",
         f"APPLIANCE_EXTENSIONS={' '.join(build.extensions)}",
-        f"APPLIANCE_BOOT_CODES={' '.join(recipe.boot.disk)}",
+        f"APPLIANCE_BOOT_CODES={' '.join(recipe.disk_boot_codes())}",
         f"APPLIANCE_KERNEL={iso_remaster.KERNEL}",
         f"APPLIANCE_INITRDS={' '.join(DISK_INITRDS)}",
         "APPLIANCE_DISK=/dev/sda",

@@ -154,7 +154,7 @@ def key_slice(recipe: Recipe) -> dict:
     a plain file)."""
     pw = recipe.tc_password_hash
     return {
-        "name": recipe.name, "version": recipe.version, "boot": list(recipe.boot.live),
+        "name": recipe.name, "version": recipe.version, "boot": recipe.live_boot_codes(),
         "guest_mirror": recipe.tinycore.guest_mirror, "kernel": recipe.tinycore.kernel,
         "hostname": recipe.hostname, "services": list(recipe.services),
         "ready_timeout": recipe.ready_timeout, "onboot": list(recipe.live.onboot),
@@ -205,7 +205,7 @@ def inputs_from(ctx) -> Inputs:
         settings=initrd.LiveSettings(recipe.tinycore.guest_mirror, recipe.hostname,
                                      tuple(recipe.services), recipe.ready_timeout,
                                      recipe.tc_password_hash),
-        boot_codes=tuple(recipe.boot.live),
+        boot_codes=tuple(recipe.live_boot_codes()),
         title=f"{recipe.name} {recipe.version} (install, serial console)",
         public_key=public,
         mydata=restore.mydata_tgz(list(recipe.restore), epoch),
