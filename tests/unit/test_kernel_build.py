@@ -303,15 +303,15 @@ def test_full_rebuild_replaces_every_module_of_a_fetched_kernel_extension(tmp_pa
         (moddir / "kernel" / rel).write_bytes(b"new " + rel.encode())
     unsquashed = [kernel_package.inside_path(KVER, r) for r in rels]
     pack = packager(tmp_path, fake_tools(unsquashed=unsquashed))
-    name = f"original-modules-{KVER}.tcz"
+    name = f"net-bridging-{KVER}.tcz"
     pack.replace_extension(f"tcz/{name}", tmp_path / name, moddir,
-                           [f"netfilter-{KVER}.tcz"])
+                           [f"ipv6-netfilter-{KVER}.tcz"])
     tree = pack.work / "trees" / name.removesuffix(".tcz")
     assert (tree / unsquashed[0]).read_bytes() == b"new net/bridge/bridge.ko"
     entry = pack.entries[0]
     assert entry["replaces"] == f"tcz/{name}" and entry["modules"] == ["bridge", "veth"]
-    assert entry["deps"] == ["netfilter-KERNEL.tcz"]
-    assert (pack.work / f"{name}.dep").read_text() == "netfilter-KERNEL.tcz\n"
+    assert entry["deps"] == ["ipv6-netfilter-KERNEL.tcz"]
+    assert (pack.work / f"{name}.dep").read_text() == "ipv6-netfilter-KERNEL.tcz\n"
     (moddir / "kernel" / rels[1]).unlink()
     shutil.rmtree(pack.work / "trees")
     with pytest.raises(StageError, match="carries drivers/net/veth.ko, which the rebuilt"):
@@ -333,7 +333,7 @@ def test_modules_in_refuses_compressed_or_misplaced_modules(tmp_path):
 
 
 def test_names():
-    assert kernel_package.kernel_name(f"netfilter-{KVER}.tcz", KVER) == "netfilter-KERNEL.tcz"
+    assert kernel_package.kernel_name(f"ipv6-netfilter-{KVER}.tcz", KVER) == "ipv6-netfilter-KERNEL.tcz"
     assert kernel_package.kernel_name("iptables.tcz", KVER) == "iptables.tcz"
     assert kernel_package.module_name("net/netfilter/xt-comment.ko") == "xt_comment"
 
