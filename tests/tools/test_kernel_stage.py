@@ -34,6 +34,10 @@ def test_lock_pins_the_served_kernel_source_and_config(cold):
 def test_overlay_module_is_built_for_the_standin_kernel(cold, tmp_path):
     assert cold.result.returncode == 0, cold.result.stderr[-3000:]
     assert "kernel: building (no previous build)" in cold.result.stderr
+    # the served tree carries tc11's old libsubcmd, which GCC >= 12 rejects: gcc-11 builds it
+    assert "kernel: compiler: gcc-11: the tree's objtool (pre-fix libsubcmd xrealloc)" in \
+        cold.result.stderr
+    assert "CC=gcc-11 HOSTCC=gcc-11" in (cold.run.build / "logs" / "kernel.log").read_text()
     kver, out = cold.run.kver, cold.run.kernel
     listing = json.loads((out / "modules.json").read_text())
     inside = f"usr/local/lib/modules/{kver}/kernel/fs/overlayfs/overlay.ko"
