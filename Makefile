@@ -12,7 +12,8 @@ INSTALL_MODE ?= traditional
 # Debian/Ubuntu packages (DESIGN.md section 9, DEVELOPERS.md): what `make image` needs, and
 # what the tests and the offline stand-in need on top (linux-source-6.1 and the stand-in's
 # Debian binaries are Debian 12's; an image build on Ubuntu does not ask for them).
-IMAGE_PACKAGES := packer qemu-system-x86 qemu-utils squashfs-tools xorriso skopeo \
+# gcc-11: the kernel stage builds a tree whose objtool GCC >= 12 rejects (tc11's 5.4.3) with it.
+IMAGE_PACKAGES := packer qemu-system-x86 qemu-utils squashfs-tools xorriso skopeo gcc-11 \
 	build-essential bc bison flex libelf-dev kmod cpio openssh-client python3-venv curl \
 	ca-certificates
 TEST_PACKAGES := isolinux syslinux-utils extlinux syslinux-common busybox-static dropbear-bin \

@@ -16,9 +16,9 @@ KERNEL = "5.4.3-tinycore64"
 EXTENSIONS = {
     "openssh.tcz": ["openssl-1.1.1.tcz"],
     "openssl-1.1.1.tcz": [],
-    "iptables.tcz": ["netfilter-KERNEL.tcz"],
-    f"netfilter-{KERNEL}.tcz": [],
-    f"original-modules-{KERNEL}.tcz": [],
+    "iptables.tcz": ["ipv6-netfilter-KERNEL.tcz"],
+    f"ipv6-netfilter-{KERNEL}.tcz": [],
+    f"net-bridging-{KERNEL}.tcz": [],
 }
 
 

@@ -43,7 +43,7 @@ def _normalise(raw: str, kernel: str, source: str) -> str:
         raise DependencyError(
             f"invalid extension name {raw.strip()!r} in {source}",
             hint="an extension name is a plain file name such as 'iptables.tcz' "
-            "or 'netfilter-KERNEL.tcz'",
+            "or 'net-bridging-KERNEL.tcz'",
         )
     return name
 

@@ -87,6 +87,19 @@ check_traditional_extensions() {
     say "$(wc -l <"$RECORD/extensions.lst") extensions unpacked in the root"
 }
 
+# tcz_has_files TCZ: whether the squashfs holds any file. tce-load unmounts an extension
+# without files (a meta-extension such as original-modules-KERNEL, which only carries a .dep;
+# tinycorelinux/Core-scripts usr/bin/tce-load @ 0ed6e60), so such a one is never mounted.
+tcz_has_files() {
+    _probe=/tmp/verify-probe
+    mkdir -p "$_probe"
+    mount -t squashfs -o loop,ro "$1" "$_probe" || fail "cannot mount $1 to look inside it"
+    _file=$(find "$_probe" ! -type d | head -n 1)
+    umount -d "$_probe"
+    rmdir "$_probe"
+    [ -n "$_file" ]
+}
+
 check_frugal_extensions() {
     _tce=$(readlink /etc/sysconfig/tcedir 2>/dev/null) || fail "no tce directory (/etc/sysconfig/tcedir)"
     case "$_tce" in
@@ -96,7 +109,10 @@ check_frugal_extensions() {
     [ -s "$_tce/onboot.lst" ] || fail "$_tce/onboot.lst is missing"
     while read -r _tcz; do
         _name=${_tcz%.tcz}
-        grep -q " /tmp/tcloop/$_name " /proc/mounts || fail "$_tcz is not loaded"
+        if ! grep -q " /tmp/tcloop/$_name " /proc/mounts; then
+            tcz_has_files "$_tce/optional/$_tcz" || continue
+            fail "$_tcz is not loaded"
+        fi
         _from=""
         for _backing in /sys/block/loop*/loop/backing_file; do
             [ "$(cat "$_backing" 2>/dev/null)" = "$_tce/optional/$_tcz" ] && _from=$_backing

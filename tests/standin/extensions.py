@@ -4,9 +4,9 @@ openssh, e2fsprogs, syslinux and iptables carry Debian binaries whose ELF interp
 rewritten to /lib/ld-linux-x86-64.so.2 (Tiny Core has no /lib64) and, in /usr/local/lib, every
 library they load that is not glibc (glibc is in the stand-in's base /lib). Like Tiny Core,
 the binaries find /usr/local/lib through /etc/ld.so.conf and the ldconfig that tce-load runs.
-netfilter-KERNEL and original-modules-KERNEL carry the stand-in kernel's modules under
-usr/local/lib/modules/<release>/kernel/, as Tiny Core's module extensions do (DESIGN.md
-section 9 fixes the names and contents). Built once per set of inputs (cache.py).
+The module extensions (net-bridging-KERNEL, ipv6-netfilter-KERNEL, ... and the
+original-modules-KERNEL meta-extension) carry the stand-in kernel's modules as Tiny Core's
+sorter.sh makes them (module_extensions.py). Built once per set of inputs (cache.py).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ LIB_DIR = "usr/local/lib"
 GLIBC_PACKAGE = "libc6"
 HERE = Path(__file__).resolve().parent
 FILES_DIR = HERE / "extension-files"  # trees copied as they are (init scripts)
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 STANDIN_NOTE = "STAND-IN: rebuilt from Debian 12 binaries for the offline stand-in of tc11"
 XTABLES_DIR = "usr/lib/x86_64-linux-gnu/xtables"  # libxtables' compiled-in XTABLES_LIBDIR
 
@@ -119,7 +119,9 @@ SPECS = (
         links={f"{SBIN}/{n}": "xtables-legacy-multi" for n in (
             "iptables", "iptables-save", "iptables-restore", "iptables-legacy",
             "ip6tables", "ip6tables-save", "ip6tables-restore")},
-        deps=("netfilter-KERNEL.tcz",),
+        # 11.x has no netfilter-KERNEL: its modules are in ipv6-netfilter-KERNEL (andyj713/
+        # tinycorelinux-build-scripts build-xtables-addons.sh: 11.x to 15.x use it).
+        deps=("ipv6-netfilter-KERNEL.tcz",),
         version_of="iptables",
     ),
 )

@@ -1,49 +1,70 @@
-"""netfilter-KERNEL.tcz and original-modules-KERNEL.tcz from the stand-in kernel's modules.
+"""The stand-in kernel's modules sorted into extensions and base as Tiny Core 11 sorts them.
 
-Which module goes where follows tc11 (DESIGN.md section 9, kernel/options.toml `ships_in`):
-netfilter-KERNEL carries everything under net/netfilter, net/ipv4/netfilter and
-net/ipv6/netfilter; original-modules-KERNEL carries bridge, stp, llc, br_netfilter and veth.
-Each also carries what its modules need (modules.dep), unless the base initramfs has it
-(`ships_in = "corepure64.gz"`) or an earlier extension does, which then becomes a .dep.
-Modules sit under usr/local/lib/modules/<release>/kernel/, as in Tiny Core's extensions;
-tce-load runs depmod after loading an extension that carries modules.
+Source: tinycorelinux/sorter `sorter.sh` @ bf13d13 ("Unify ipv6 and netfilter", 2019-12-17,
+before 11.0's 5.4.3 kernel). It takes the `modules_install` tree with every module gzipped,
+moves each group of folders below lib/modules/KERNEL/kernel/ into one extension (first group
+wins: a moved file is gone for later groups), packs what is left into the base initramfs, and
+makes `original-modules-KERNEL.tcz`, an empty squashfs (only lib/) whose .dep is every
+module extension. SORTER_TABLE below is that table, the one place the stand-in keeps it.
+Groups carry no .dep between them (sorter writes none); nothing the stand-in kernel builds
+needs a module of another group, and tc11 does not promise more.
+Modules sit under usr/local/lib/modules/<release>/kernel/ in the extensions, as in Tiny
+Core's; tce-load runs depmod after loading an extension that carries modules.
 """
 
 from __future__ import annotations
 
+import gzip
 import re
 import shutil
 import textwrap
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 from appliance.run import Runner
 from appliance.tinycore import tcz
-from tests.standin import kernel_options
 
-BASE = "corepure64.gz"
+META = "original-modules"
 
-
-@dataclass(frozen=True)
-class ModuleExtension:
-    name: str  # without -KERNEL
-    dirs: tuple[str, ...]  # every module below these (paths as in modules.dep)
-    description: str
-
-    @property
-    def ships_in(self) -> str:
-        return f"{self.name}-KERNEL.tcz"
-
-
-MODULE_EXTENSIONS = {
-    e.name: e for e in (
-        ModuleExtension("netfilter", ("kernel/net/netfilter/", "kernel/net/ipv4/netfilter/",
-                                      "kernel/net/ipv6/netfilter/"),
-                        "netfilter kernel modules: conntrack, NAT, xt_* matches and targets"),
-        ModuleExtension("original-modules", (),
-                        "kernel modules for containers: bridge, stp, llc, br_netfilter, veth"),
-    )
+# (extension without -KERNEL, shell globs below kernel/), in sorter.sh's order.
+SORTER_TABLE: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("kvm", ("arch/x86/kvm/*",)),
+    ("filesystems", ("fs/[bcehjmrux]*/*", "fs/nfsd/*", "fs/nfs", "fs/nilfs2")),
+    ("alsa-modules", ("sound",)),
+    ("bluetooth", ("net/bluetooth", "drivers/bluetooth")),
+    ("net-bridging", ("net/bridge",)),
+    ("net-sched", ("net/sched",)),
+    ("ipv6-netfilter", ("net/ipv6", "net/ipv4", "net/netfilter")),
+    ("wireless", ("net/mac80211", "net/wireless", "drivers/net/wireless")),
+    ("nouveau", ("drivers/gpu/drm/nouveau",)),
+    ("graphics", ("drivers/char/agp", "drivers/gpu", "drivers/usb/misc/sisusbvga")),
+    ("firewire", ("drivers/firewire",)),
+    ("hwmon", ("drivers/hwmon",)),
+    ("i2c", ("drivers/i2c",)),
+    ("raid-dm", ("drivers/md", "lib/raid*")),
+    ("input-joystick", ("drivers/input/joy*", "drivers/input/gameport")),
+    ("input-tablet-touchscreen", ("drivers/input/tablet", "drivers/input/touchscreen")),
+    ("v4l-dvb", ("drivers/media", "drivers/usb/misc/isight*")),
+    ("mtd", ("drivers/mtd",)),
+    ("usb-serial", ("drivers/usb/misc/uss*", "drivers/usb/serial")),
+    ("leds", ("drivers/leds",)),
+    ("wimax", ("net/wimax", "drivers/net/wimax")),
+    ("pci-hotplug", ("drivers/pci/hotplug",)),
+    ("thinkpad-acpi", ("drivers/platform/x86/thinkpad_acpi*",)),
+    ("watchdog", ("drivers/watchdog",)),
+    ("ax25", ("net/ax25", "net/rose", "net/netrom", "drivers/net/hamradio")),
+    ("scsi", ("drivers/scsi", "drivers/message")),
+    ("l2tp", ("net/l2tp",)),
+    ("sctp", ("net/sctp",)),
+)
+# Modules of a group that sorter leaves in the base (file-name globs): Hyper-V's storage
+# driver and the FC transport, which the base needs to boot on Hyper-V.
+KEPT_IN_BASE = {"scsi": ("hv_*", "scsi_transport_fc*")}
+DESCRIPTIONS = {
+    "net-bridging": "kernel modules: Ethernet bridging (bridge, br_netfilter)",
+    "ipv6-netfilter": "kernel modules: IPv6, netfilter (conntrack, NAT, iptables, xt_*)",
 }
 
 
@@ -58,75 +79,121 @@ def parse_modules_dep(text: str) -> dict[str, list[str]]:
 
 
 def module_name(path: str) -> str:
-    """kernel/net/netfilter/nf_conntrack.ko(.xz) -> nf_conntrack (modprobe's spelling)."""
+    """kernel/net/netfilter/nf_conntrack.ko(.gz) -> nf_conntrack (modprobe's spelling)."""
     base = path.rsplit("/", 1)[-1]
     return re.sub(r"\.ko(\.[a-z]+)?$", "", base).replace("-", "_")
 
 
+def glob_claims(pattern: str, rel: str) -> bool:
+    """Whether `find kernel/<pattern>` (a shell glob: * never crosses /) finds rel."""
+    want, parts = pattern.split("/"), rel.split("/")
+    return len(parts) >= len(want) and all(map(fnmatchcase, parts, want))
+
+
+def extension_of(rel: str) -> str | None:
+    """The extension sorter moves a module to (rel: below kernel/), None for the base."""
+    for name, patterns in SORTER_TABLE:
+        if any(glob_claims(p, rel) for p in patterns):
+            kept = KEPT_IN_BASE.get(name, ())
+            return None if any(fnmatchcase(rel.rsplit("/", 1)[-1], k) for k in kept) else name
+    return None
+
+
 @dataclass(frozen=True)
-class Planned:
-    modules: tuple[str, ...]  # paths as in modules.dep
-    deps: tuple[str, ...]  # other module extensions, as KERNEL names
+class Plan:
+    extensions: dict[str, tuple[str, ...]]  # name -> module paths as in modules.dep
+    base: tuple[str, ...]
+
+    @property
+    def meta_dep(self) -> list[str]:
+        """original-modules' .dep: every module extension (sorter: `ls *.tcz`)."""
+        return sorted(f"{name}-KERNEL.tcz" for name in self.extensions)
 
 
-def plan(graph: Mapping[str, list[str]], ships_in: Mapping[str, str]) -> dict[str, Planned]:
-    """Which modules each extension carries, and which extensions it then depends on (pure).
-
-    ships_in maps a module name to where tc11 ships it (kernel/options.toml)."""
-    by_name = {module_name(p): p for p in graph}
-    base = {p for p, n in ((p, module_name(p)) for p in graph) if ships_in.get(n) == BASE}
-    claimed: dict[str, str] = {}  # module path -> extension name
-    result = {}
-    for ext in MODULE_EXTENSIONS.values():
-        roots = {p for p in graph if p.startswith(ext.dirs)}
-        roots |= {by_name[n] for n, where in ships_in.items()
-                  if where == ext.ships_in and n in by_name}
-        wanted = _closure(roots, graph) - base
-        mine = sorted(wanted - set(claimed))
-        deps = sorted({claimed[p] for p in wanted if p in claimed})
-        claimed.update({p: ext.name for p in mine})
-        result[ext.name] = Planned(tuple(mine), tuple(f"{d}-KERNEL.tcz" for d in deps))
-    return result
+def plan(graph: Mapping[str, Iterable[str]]) -> Plan:
+    """Which modules each extension carries and which stay in the base (pure)."""
+    extensions: dict[str, list[str]] = {}
+    base = []
+    for path in sorted(graph):
+        name = extension_of(path.removeprefix("kernel/"))
+        if name is None:
+            base.append(path)
+        else:
+            extensions.setdefault(name, []).append(path)
+    return Plan({n: tuple(m) for n, m in sorted(extensions.items())}, tuple(base))
 
 
-def _closure(roots: Iterable[str], graph: Mapping[str, list[str]]) -> set[str]:
-    # modules.dep already lists every module a module needs, not only the direct ones
-    return set(roots) | {need for root in roots for need in graph.get(root, [])}
+def gzipped_tree(moddir: Path, dest: Path, runner: Runner, release: str) -> Path:
+    """A copy of lib/modules/<release>/ with every module gzipped, as sorter takes it, and
+    busybox's depmod (Debian's kmod reads no .ko.gz; Tiny Core's own depmod is busybox's)."""
+    out = dest / "lib" / "modules" / release
+    for ko in sorted(moddir.rglob("*.ko")):
+        target = out / f"{ko.relative_to(moddir)}.gz"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # mtime 0 and no name, as `gzip -n`: the same module always gives the same bytes
+        target.write_bytes(gzip.compress(ko.read_bytes(), compresslevel=9, mtime=0))
+        target.chmod(0o644)
+    for name in ("modules.builtin", "modules.builtin.modinfo", "modules.order"):
+        if (moddir / name).is_file():
+            shutil.copyfile(moddir / name, out / name)
+    depmod(runner, dest, release)
+    return out
 
 
-def tc11_placement() -> dict[str, str]:
-    """module name -> where tc11 ships it, from kernel/options.toml."""
-    return {o.module: o.ships_in for o in kernel_options.load_options().options
-            if o.module and o.ships_in}
+def depmod(runner: Runner, root: Path, release: str) -> None:
+    runner.run(["busybox", "depmod", "-b", root, release], log="modules")
+
+
+def _info(name: str, release: str, modules: Iterable[str]) -> dict[str, str]:
+    return {
+        "Description": DESCRIPTIONS.get(name, f"kernel modules: {name}"),
+        "Version": release, "Author": "Linux kernel developers",
+        "Original-site": "https://www.kernel.org/", "Copying-policy": "GPLv2",
+        "Comments": "STAND-IN: modules of the stand-in kernel (Debian's linux-source-6.1\n"
+                    "configured like 5.4.3-tinycore64), sorted as tinycorelinux/sorter\n"
+                    "sorter.sh @ bf13d13 does. Modules:\n"
+                    + textwrap.fill(" ".join(sorted(module_name(m) for m in modules)) or "none",
+                                    60),
+    }
 
 
 def build_module_extensions(kernel, work: Path, out: Path, runner: Runner,
                             source_date_epoch: int) -> dict[str, dict]:
-    """Build every module extension for `kernel` (tests.standin.kernel.StandinKernel)."""
-    graph = parse_modules_dep((kernel.moddir / "modules.dep").read_text(encoding="utf-8"))
-    planned = plan(graph, tc11_placement())
+    """Every module extension of `kernel` (tests.standin.kernel.StandinKernel), and the
+    original-modules meta-extension."""
+    moddir = gzipped_tree(kernel.moddir, work / "gz", runner, kernel.release)
+    planned = plan(parse_modules_dep((moddir / "modules.dep").read_text(encoding="utf-8")))
     built = {}
-    for name, what in planned.items():
+    for name, modules in planned.extensions.items():
         filename = f"{name}-{kernel.release}"
         tree = work / filename
         dest = tree / "usr/local/lib/modules" / kernel.release
-        for rel in what.modules:
+        for rel in modules:
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(kernel.moddir / rel, dest / rel)
+            shutil.copyfile(moddir / rel, dest / rel)
             (dest / rel).chmod(0o644)
-        for path in [tree, *tree.rglob("*")]:
-            if path.is_dir():
-                path.chmod(0o755)
-        info = {
-            "Description": MODULE_EXTENSIONS[name].description,
-            "Version": kernel.release, "Author": "Linux kernel developers",
-            "Original-site": "https://www.kernel.org/", "Copying-policy": "GPLv2",
-            "Comments": "STAND-IN: modules of the stand-in kernel (Debian's linux-source-6.1\n"
-                        "configured like 5.4.3-tinycore64). Modules:\n"
-                        + textwrap.fill(" ".join(sorted(module_name(m) for m in what.modules)),
-                                        60),
-        }
-        path = tcz.build_tcz(tree, out, filename, what.deps, info, runner, source_date_epoch,
-                             log="extensions")
-        built[path.name] = {"bytes": path.stat().st_size, "modules": len(what.modules)}
+        _dirs_755(tree)
+        path = tcz.build_tcz(tree, out, filename, [], _info(name, kernel.release, modules),
+                             runner, source_date_epoch, log="extensions")
+        built[path.name] = {"bytes": path.stat().st_size, "modules": len(modules)}
+    built.update(_meta_extension(kernel.release, planned, work, out, runner, source_date_epoch))
     return built
+
+
+def _meta_extension(release: str, planned: Plan, work: Path, out: Path, runner: Runner,
+                    source_date_epoch: int) -> dict[str, dict]:
+    """original-modules-KERNEL.tcz: only lib/, its .dep every module extension."""
+    tree = work / f"{META}-{release}"
+    (tree / "lib").mkdir(parents=True)
+    _dirs_755(tree)
+    info = {**_info(META, release, []),
+            "Description": "meta-extension: depends on every kernel module extension"}
+    path = tcz.build_tcz(tree, out, f"{META}-{release}", planned.meta_dep, info, runner,
+                         source_date_epoch, log="extensions")
+    return {path.name: {"bytes": path.stat().st_size, "modules": 0}}
+
+
+def _dirs_755(tree: Path) -> None:
+    for path in [tree, *tree.rglob("*")]:
+        if path.is_dir():
+            path.chmod(0o755)

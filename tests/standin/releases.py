@@ -5,8 +5,8 @@ containerd, runc and the CNI plugins are Debian's binaries repacked the way upst
 them (deterministic tarballs, each with its checksum file); their ELF interpreter stays
 /lib64/ld-linux-x86-64.so.2, so the appliance's `lib64 -> lib` fix is exercised. faasd and
 faas-cli are test doubles (doubles/README.md). `release/src/kernel/` holds Debian's kernel
-source and the stand-in kernel's config, as tc11's mirror holds linux-5.4.3-patched.txz and
-config-5.4.3-tinycore64. Versions are Debian's upstream versions (1.6.20~ds1-1 -> 1.6.20).
+source (with tc11's pre-fix libsubcmd put back: kernel_source.py) and the stand-in kernel's
+config, as tc11's mirror holds linux-5.4.3-patched.txz and config-5.4.3-tinycore64. Versions are Debian's upstream versions (1.6.20~ds1-1 -> 1.6.20).
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from pathlib import Path
 
 from appliance.fetch import sha256_file
 from appliance.run import Runner
-from tests.standin import cache, debfiles
+from tests.standin import cache, debfiles, kernel_source
 
 HERE = Path(__file__).resolve().parent
 DOUBLES = HERE / "doubles"
 DOUBLE_VERSION = "0.0.0-double"
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 KERNEL_SOURCE_PACKAGE = "linux-source-6.1"
 KERNEL_SOURCE_TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
 CONTAINERD_BINARIES = ("containerd", "containerd-shim", "containerd-shim-runc-v1",
@@ -157,11 +157,13 @@ MAKERS = {"containerd": _containerd, "runc": _runc, "cni-plugins": _cni,
 
 
 def build_kernel_source(root: Path, kernel) -> dict:
-    """release/src/kernel/: Debian's source tarball, as is, and the stand-in's config."""
+    """release/src/kernel/: Debian's source tarball (with tc11's old libsubcmd) and the
+    stand-in's config."""
     folder = root / "release" / "src" / "kernel"
     folder.mkdir(parents=True)
     source = folder / kernel_source_name(kernel.release)
-    link_or_copy(KERNEL_SOURCE_TARBALL, source)
+    # tc11's tree has the old objtool that GCC >= 12 fails on: kernel_source.py
+    kernel_source.write_old_objtool_tree(KERNEL_SOURCE_TARBALL, source)
     shutil.copyfile(kernel.config, folder / f"config-{kernel.release}")
     return {"kernel_source": source.name, "kernel_config": f"config-{kernel.release}"}
 
@@ -171,7 +173,8 @@ def key_material(runner: Runner, kernel) -> dict:
     return {
         "builder": BUILDER_VERSION,
         "packages": debfiles.versions(runner, packages, transitive=False),
-        "code": cache.digest_files([HERE / "releases.py", HERE / "debfiles.py", DOUBLES]),
+        "code": cache.digest_files([HERE / "releases.py", HERE / "debfiles.py",
+                                   HERE / "kernel_source.py", DOUBLES]),
         "kernel": {"release": kernel.release,
                    "config": hashlib.sha256(kernel.config.read_bytes()).hexdigest()},
         "source_date_epoch": debfiles.source_date_epoch(),

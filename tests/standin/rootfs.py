@@ -8,8 +8,9 @@ What goes in, and why it is shaped so:
 - glibc's runtime in /lib and no /lib64: Tiny Core's interpreter is
   /lib/ld-linux-x86-64.so.2, so dynamically linked release binaries need the `lib64 -> lib`
   fix, as on tc11; libseccomp.so.2 because Debian's runc needs it;
-- the kernel modules tc11 ships in its initramfs (options.toml: ships_in = corepure64.gz),
-  their dependencies, and the kernel.tclocal link that extension modules hang from;
+- every module that tinycorelinux/sorter sorter.sh @ bf13d13 leaves in the base (what no
+  module extension claims: module_extensions.py), gzipped as tc11's, with busybox depmod's
+  indexes, and the kernel.tclocal link that extension modules hang from;
 - a setuid-root `sudo` compiled from tests/standin/sudo.c (busybox has none);
 - /dev/console and /dev/null as archive entries (DEVTMPFS is off, as on tc11).
 The archive is written in Python (tests/standin/cpio.py): sorted, one mtime from
@@ -27,14 +28,13 @@ from pathlib import Path
 
 from appliance.config import DEFAULT_SOURCE_DATE_EPOCH
 from appliance.run import Runner
-from tests.standin import cpio
+from tests.standin import cpio, module_extensions
 from tests.standin.cache import cached_build, component_dir
-from tests.standin.kernel_options import load_options
 
 HERE = Path(__file__).resolve().parent
 TREE = HERE / "rootfs"
 SUDO_SOURCE = HERE / "sudo.c"
-BUILDER_VERSION = "1"  # bump when the build changes what lands in the archive
+BUILDER_VERSION = "2"  # bump when the build changes what lands in the archive
 ARCHIVE = "corepure64.gz"
 
 BUSYBOX = Path("/usr/bin/busybox")
@@ -88,51 +88,21 @@ def tree_digest(root: Path) -> str:
     return h.hexdigest()
 
 
-def base_module_names() -> list[str]:
-    """The modules tc11 has in its initramfs, from THE option list (kernel/options.toml)."""
-    options = load_options().options
-    return sorted({o.module for o in options if o.module and o.ships_in == "corepure64.gz"})
-
-
-def parse_modules_dep(text: str) -> dict[str, tuple[str, list[str]]]:
-    """modules.dep -> {module name: (path, [paths of the modules it needs])}."""
-    result = {}
-    for line in text.splitlines():
-        if ":" not in line:
-            continue
-        path, _, deps = line.partition(":")
-        name = Path(path).name.removesuffix(".ko").replace("-", "_")
-        result[name] = (path, deps.split())
-    return result
-
-
-def module_closure(modules_dep: str, names: list[str]) -> list[str]:
-    """Paths (relative to lib/modules/<release>) of `names` and everything they need."""
-    table = parse_modules_dep(modules_dep)
-    missing = sorted(n for n in names if n.replace("-", "_") not in table)
-    if missing:
-        raise ValueError(f"modules not built by the stand-in kernel: {', '.join(missing)}")
-    paths: set[str] = set()
-    for name in names:
-        path, deps = table[name.replace("-", "_")]
-        paths.add(path)
-        paths.update(deps)
-    return sorted(paths)
-
-
 def stage_modules(kernel, runner: Runner, work: Path) -> Path:
-    """lib/modules/<release> holding only the base modules, with depmod's indexes."""
-    src = kernel.moddir
+    """lib/modules/<release> holding only the base modules (gzipped), with depmod's indexes."""
+    gz = module_extensions.gzipped_tree(kernel.moddir, work / "gz", runner, kernel.release)
+    planned = module_extensions.plan(
+        module_extensions.parse_modules_dep((gz / "modules.dep").read_text(encoding="utf-8")))
     dest = work / "modroot" / "lib" / "modules" / kernel.release
     dest.mkdir(parents=True)
-    dep_text = (src / "modules.dep").read_text(encoding="utf-8")
-    for rel in module_closure(dep_text, base_module_names()):
+    for rel in planned.base:
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src / rel, dest / rel)
+        shutil.copyfile(gz / rel, dest / rel)
     for name in ("modules.builtin", "modules.builtin.modinfo", "modules.order"):
-        if (src / name).is_file():
-            shutil.copyfile(src / name, dest / name)
-    runner.run(["depmod", "-b", work / "modroot", kernel.release], log="rootfs")
+        if (gz / name).is_file():
+            shutil.copyfile(gz / name, dest / name)
+    shutil.rmtree(work / "gz")
+    module_extensions.depmod(runner, work / "modroot", kernel.release)
     return dest
 
 
@@ -237,7 +207,7 @@ def build_rootfs(kernel, runner: Runner | None = None) -> Path:
         "ldconfig": sha256(LDCONFIG),
         "gcc": runner.run(["gcc", "-dumpfullversion"], log="rootfs").output.strip(),
         "libs": {name: sha256(HOST_LIBDIR / name) for name in LIBS},
-        "modules": base_module_names(),
+        "sorter": sha256(Path(module_extensions.__file__)),
         "source_date_epoch": source_date_epoch(),
     }
 

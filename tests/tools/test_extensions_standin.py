@@ -59,14 +59,15 @@ def test_the_standin_build_produces_the_extensions_with_metadata(standin_build):
             assert (out / f"{name}{suffix}").is_file(), f"{name}{suffix}"
     kver = standin_build.run.kver
     assert (out / "containerd.tcz.dep").read_text().split() == [
-        "iptables.tcz", "original-modules-KERNEL.tcz", "overlay-KERNEL.tcz"]
+        "iptables.tcz", "net-bridging-KERNEL.tcz", "overlay-KERNEL.tcz"]
     assert (out / "faasd.tcz.dep").read_text().split() == [
         "containerd.tcz", "faasd-images.tcz", "overlay-KERNEL.tcz"]
     order = standin_build.listing()["order"]
     assert order[-3:] == ["containerd.tcz", "faasd-images.tcz", "faasd.tcz"]
-    for dep in ("iptables.tcz", f"netfilter-{kver}.tcz", f"original-modules-{kver}.tcz",
+    for dep in ("iptables.tcz", f"ipv6-netfilter-{kver}.tcz", f"net-bridging-{kver}.tcz",
                 f"overlay-{kver}.tcz"):
         assert order.index(dep) < order.index("containerd.tcz"), dep
+    assert not [n for n in order if n.startswith("original-modules-")]  # nothing needs it
     listed = (out / "containerd.tcz.list").read_text().split()
     assert {"usr/local/bin/containerd", "usr/local/bin/ctr", "usr/local/sbin/runc",
             "opt/cni/bin/bridge", "opt/cni/bin/firewall", "usr/local/tce.installed/containerd",

@@ -101,3 +101,26 @@ def test_the_kept_packer_files_validate_after_the_stage_rename(rendered):
     work.rename(kept)
     assert str(work) not in "".join(p.read_text() for p in kept.glob("*.hcl"))
     validate(kept)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="loop mounts need root")
+def test_verify_does_not_expect_an_extension_without_files_to_be_mounted(tmp_path):
+    """tce-load unmounts an empty (meta) extension such as original-modules-KERNEL
+    (tinycorelinux/Core-scripts usr/bin/tce-load @ 0ed6e60): verify.sh must tell one apart."""
+    empty, full = tmp_path / "empty", tmp_path / "full"
+    (empty / "lib").mkdir(parents=True)
+    (full / "usr/local/bin").mkdir(parents=True)
+    (full / "usr/local/bin/x").write_text("x\n")
+    for tree in (empty, full):
+        subprocess.run(["mksquashfs", tree, f"{tree}.tcz", "-noappend", "-quiet"], check=True,
+                       capture_output=True)
+    # verify.sh's functions without its main, then the one under test
+    body = (REPO / "packer/scripts/verify.sh").read_text().replace('\nmain "$@"\n', "\n")
+    script = tmp_path / "probe.sh"
+    script.write_text(body + 'for t in "$@"; do tcz_has_files "$t" && echo files || echo none; '
+                      'done\n')
+    result = subprocess.run(["busybox", "sh", str(script), f"{empty}.tcz", f"{full}.tcz"],
+                            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, capture_output=True,
+                            text=True, timeout=60)
+    assert result.stdout.split() == ["none", "files"], result.stdout + result.stderr
+    assert not Path("/tmp/verify-probe").exists()  # unmounted and removed

@@ -124,9 +124,9 @@ def test_lock_and_locked_fetch_resolve_every_pin_from_the_mirror(built, site):
     assert lock["first_use_accepted"] == {p["key"]: p["sha256"] for p in lock["pins"]}
     kver = built.kernel.release
     names = [f"{n}.tcz" for n in ("openssh", "e2fsprogs", "syslinux")] + [
-        f"netfilter-{kver}.tcz", "iptables.tcz", f"original-modules-{kver}.tcz"]
+        f"ipv6-netfilter-{kver}.tcz", "iptables.tcz", f"net-bridging-{kver}.tcz"]
     assert lock["extensions"]["order"] == names  # deps first: netfilter before iptables
-    assert lock["extensions"]["deps"]["iptables.tcz"] == [f"netfilter-{kver}.tcz"]
+    assert lock["extensions"]["deps"]["iptables.tcz"] == [f"ipv6-netfilter-{kver}.tcz"]
     pins = {p["key"]: p for p in lock["pins"]}
     image = cache.info(registry.build_image())
     recipe_releases = config.load([RECIPE]).recipe.releases
@@ -204,36 +204,43 @@ def test_iptables_is_legacy_and_needs_netfilter(built):
         assert f"{extensions.XTABLES_DIR}/{plugin}" in files
     assert "usr/local/lib/libxtables.so.12" in files
     assert files["usr/local/tce.installed/iptables"].startswith("-rwxrwxr-x 0/50")  # mkdir /run
-    assert tcz(built, "iptables.tcz.dep").read_text() == "netfilter-KERNEL.tcz\n"
+    assert tcz(built, "iptables.tcz.dep").read_text() == "ipv6-netfilter-KERNEL.tcz\n"
 
 
 def test_module_extensions_carry_modules_where_tiny_core_does(built):
+    """tinycorelinux/sorter sorter.sh @ bf13d13: gzipped modules, one group per extension."""
     kver = built.kernel.release
     base = f"usr/local/lib/modules/{kver}/kernel"
-    netfilter = listing(tcz(built, f"netfilter-{kver}.tcz"))
-    for rel in ("net/netfilter/nf_conntrack.ko", "net/netfilter/nf_nat.ko",
-                "net/netfilter/xt_MASQUERADE.ko", "net/netfilter/xt_conntrack.ko",
-                "net/ipv4/netfilter/iptable_nat.ko", "net/ipv4/netfilter/nf_defrag_ipv4.ko"):
+    netfilter = listing(tcz(built, f"ipv6-netfilter-{kver}.tcz"))
+    for rel in ("net/netfilter/nf_conntrack.ko.gz", "net/netfilter/nf_nat.ko.gz",
+                "net/netfilter/xt_MASQUERADE.ko.gz", "net/netfilter/xt_conntrack.ko.gz",
+                "net/ipv4/netfilter/iptable_nat.ko.gz", "net/ipv4/netfilter/nf_defrag_ipv4.ko.gz",
+                "net/ipv6/ipv6.ko.gz"):
         assert f"{base}/{rel}" in netfilter, rel
-    original = listing(tcz(built, f"original-modules-{kver}.tcz"))
-    names = {module_extensions.module_name(p) for p in original if p.endswith(".ko")}
-    assert {"bridge", "stp", "llc", "br_netfilter", "veth"} <= names
+    bridging = listing(tcz(built, f"net-bridging-{kver}.tcz"))
+    names = {module_extensions.module_name(p) for p in bridging if p.endswith(".ko.gz")}
+    assert names == {"bridge", "br_netfilter"}
+    assert not [p for p in {**netfilter, **bridging} if p.endswith(".ko")]  # all gzipped
     parents = ("usr", "usr/local", "usr/local/lib", "usr/local/lib/modules")
     assert all(p.startswith(f"usr/local/lib/modules/{kver}") or p in parents
-               for p in {**netfilter, **original})
+               for p in {**netfilter, **bridging})
+    # veth, stp and llc stay in the base initramfs: no extension carries them
+    served = sorted(tcz(built, "").glob(f"*-{kver}.tcz"))
+    carried = {module_extensions.module_name(p) for ext in served for p in listing(ext)
+               if ".ko" in p}
+    assert not carried & {"veth", "stp", "llc", "virtio_blk", "e1000", "loop", "squashfs"}
 
 
-def test_module_plan_follows_modules_dep():
-    graph = {"kernel/net/netfilter/nf_nat.ko": ["kernel/lib/libcrc32c.ko"],
-             "kernel/lib/libcrc32c.ko": [], "kernel/fs/squashfs/squashfs.ko": [],
-             "kernel/net/bridge/br_netfilter.ko": ["kernel/net/netfilter/nf_nat.ko",
-                                                    "kernel/fs/squashfs/squashfs.ko"]}
-    plan = module_extensions.plan(graph, {"br_netfilter": "original-modules-KERNEL.tcz",
-                                          "squashfs": "corepure64.gz"})
-    assert plan["netfilter"].modules == ("kernel/lib/libcrc32c.ko",
-                                         "kernel/net/netfilter/nf_nat.ko")
-    assert plan["original-modules"].modules == ("kernel/net/bridge/br_netfilter.ko",)
-    assert plan["original-modules"].deps == ("netfilter-KERNEL.tcz",)
+def test_original_modules_is_an_empty_meta_extension_and_there_is_no_netfilter_kernel(built):
+    kver = built.kernel.release
+    meta = f"original-modules-{kver}.tcz"
+    assert set(listing(tcz(built, meta))) == {"lib"}  # sorter: an empty squashfs with lib/
+    assert tcz(built, f"{meta}.list").read_text().strip() == ""
+    others = sorted(p.name.replace(kver, "KERNEL") for p in tcz(built, "").glob(f"*-{kver}.tcz")
+                    if p.name != meta)
+    assert {"ipv6-netfilter-KERNEL.tcz", "net-bridging-KERNEL.tcz"} <= set(others)
+    assert tcz(built, f"{meta}.dep").read_text().split() == others
+    assert not tcz(built, f"netfilter-{kver}.tcz").exists()  # 11.x has none
 
 
 def test_openssh_syslinux_e2fsprogs_carry_what_the_install_needs(built):

@@ -44,7 +44,7 @@ def test_the_repository_overlays_load():
     specs = {p.name: overlay_spec.load(p) for p in sorted((REPO / "overlays").iterdir())}
     assert set(specs) == {"containerd", "faasd", "faasd-images"}
     assert specs["faasd"].required_modules == ["overlay"]
-    assert specs["containerd"].deps == ["iptables.tcz", "original-modules-KERNEL.tcz"]
+    assert specs["containerd"].deps == ["iptables.tcz", "net-bridging-KERNEL.tcz"]
 
 
 def test_unknown_key_is_named_with_its_file(tmp_path):
@@ -163,7 +163,7 @@ def test_modes_follow_the_executable_bit_not_the_umask(tmp_path):
 
 def available(**modules: str) -> extensions.Available:
     avail = extensions.Available("6.1.192-tinycore64")
-    for name in ("iptables.tcz", "original-modules-6.1.192-tinycore64.tcz"):
+    for name in ("iptables.tcz", "net-bridging-6.1.192-tinycore64.tcz"):
         avail.add(name, Path(name), [], "tinycore", "0" * 32)
     for module, carrier in modules.items():
         avail.add(carrier, Path(carrier), [], "kernel", "0" * 32)
@@ -179,13 +179,13 @@ def repo_spec(name: str) -> overlay_spec.ExtensionSpec:
 def test_kernel_stage_extensions_join_dep_under_their_kernel_name():
     avail = available(overlay="overlay-6.1.192-tinycore64.tcz")
     lines, problems = extensions.dep_lines(repo_spec("containerd"), avail)
-    assert lines == ["iptables.tcz", "original-modules-KERNEL.tcz", "overlay-KERNEL.tcz"]
+    assert lines == ["iptables.tcz", "net-bridging-KERNEL.tcz", "overlay-KERNEL.tcz"]
     assert problems == []
 
 
 def test_a_required_module_nobody_builds_is_an_error_and_an_optional_one_a_warning(capsys):
     lines, problems = extensions.dep_lines(repo_spec("containerd"), available())
-    assert lines == ["iptables.tcz", "original-modules-KERNEL.tcz"] and problems == []
+    assert lines == ["iptables.tcz", "net-bridging-KERNEL.tcz"] and problems == []
     assert "no extension carries kernel module 'overlay'" in capsys.readouterr().err
     _, problems = extensions.dep_lines(repo_spec("faasd"), available())
     assert problems == ["faasd.tcz needs kernel module 'overlay', and no extension of the "

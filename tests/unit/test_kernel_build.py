@@ -50,6 +50,11 @@ def test_argv_builders():
     assert kernel_build.modules_install_argv(SRC, Path("/w/modroot"), "/sbin/depmod") == [
         "make", "--no-print-directory", "-C", str(SRC), "INSTALL_MOD_PATH=/w/modroot", "DEPMOD=/sbin/depmod",
         "modules_install"]
+    cc = ("CC=gcc-11", "HOSTCC=gcc-11")
+    assert kernel_build.module_make_argv(SRC, "fs/overlayfs", 4, cc) == [
+        "make", "--no-print-directory", "-C", str(SRC), "CC=gcc-11", "HOSTCC=gcc-11", "-j", "4",
+        "M=fs/overlayfs", "KBUILD_MODPOST_WARN=1", "modules"]
+    assert kernel_build.make_argv(SRC, ["-s", "kernelrelease"], cc=cc)[4:6] == list(cc)
     assert kernel_build.config_argv(SRC, {"OVERLAY_FS": "m", "MEMCG": "y"}) == [
         f"{SRC}/scripts/config", "--file", ".config", "--module", "OVERLAY_FS",
         "--enable", "MEMCG"]
@@ -306,19 +311,37 @@ def test_full_rebuild_replaces_every_module_of_a_fetched_kernel_extension(tmp_pa
         (moddir / "kernel" / rel).write_bytes(b"new " + rel.encode())
     unsquashed = [kernel_package.inside_path(KVER, r) for r in rels]
     pack = packager(tmp_path, fake_tools(unsquashed=unsquashed))
-    name = f"original-modules-{KVER}.tcz"
+    name = f"net-bridging-{KVER}.tcz"
     pack.replace_extension(f"tcz/{name}", tmp_path / name, moddir,
-                           [f"netfilter-{KVER}.tcz"])
+                           [f"ipv6-netfilter-{KVER}.tcz"])
     tree = pack.work / "trees" / name.removesuffix(".tcz")
     assert (tree / unsquashed[0]).read_bytes() == b"new net/bridge/bridge.ko"
     entry = pack.entries[0]
     assert entry["replaces"] == f"tcz/{name}" and entry["modules"] == ["bridge", "veth"]
-    assert entry["deps"] == ["netfilter-KERNEL.tcz"]
-    assert (pack.work / f"{name}.dep").read_text() == "netfilter-KERNEL.tcz\n"
+    assert entry["deps"] == ["ipv6-netfilter-KERNEL.tcz"]
+    assert (pack.work / f"{name}.dep").read_text() == "ipv6-netfilter-KERNEL.tcz\n"
     (moddir / "kernel" / rels[1]).unlink()
     shutil.rmtree(pack.work / "trees")
     with pytest.raises(StageError, match="carries drivers/net/veth.ko, which the rebuilt"):
         pack.replace_extension(f"tcz/{name}", tmp_path / name, moddir, [])
+
+
+def test_full_rebuild_rewrites_a_gzipped_module_gzipped(tmp_path):
+    moddir = tmp_path / "modroot" / "lib" / "modules" / KVER
+    (moddir / "kernel/net/bridge").mkdir(parents=True)
+    (moddir / "kernel/net/bridge/bridge.ko").write_bytes(b"new bridge")
+    inside = kernel_package.inside_path(KVER, "net/bridge/bridge.ko.gz")
+    pack = packager(tmp_path, fake_tools(unsquashed=[inside]))
+    name = f"net-bridging-{KVER}.tcz"
+    pack.replace_extension(f"tcz/{name}", tmp_path / name, moddir, [])
+    written = (pack.work / "trees" / name.removesuffix(".tcz") / inside).read_bytes()
+    assert gzip.decompress(written) == b"new bridge"
+    assert written[4:8] == b"\0\0\0\0"  # no mtime, as gzip -n: reproducible
+    assert pack.entries[0]["files"] == [inside] and pack.entries[0]["modules"] == ["bridge"]
+    assert (pack.work / f"{name}.list").read_text() == inside + "\n"
+    # the vermagic check reads the plain module the build made
+    assert ["modinfo", "-F", "vermagic", str(moddir / "kernel/net/bridge/bridge.ko")] in \
+        pack.runner.calls
 
 
 def test_modules_in_refuses_compressed_or_misplaced_modules(tmp_path):
@@ -330,15 +353,19 @@ def test_modules_in_refuses_compressed_or_misplaced_modules(tmp_path):
     (tmp_path / "lib/b.ko").write_bytes(b"")
     with pytest.raises(StageError, match="lib/b.ko is not below"):
         kernel_package.modules_in(tmp_path, KVER, "x.tcz")
+    (tmp_path / "lib/b.ko").unlink()
+    (base / "net/g.ko.gz").write_bytes(b"")  # tc11's module extensions: gzipped
+    assert kernel_package.modules_in(tmp_path, KVER, "x.tcz") == ["net/a.ko", "net/g.ko.gz"]
     (base / "net/c.ko.xz").write_bytes(b"")
-    with pytest.raises(StageError, match="compressed modules"):
+    with pytest.raises(StageError, match="compressed other than with gzip"):
         kernel_package.modules_in(tmp_path, KVER, "x.tcz")
 
 
 def test_names():
-    assert kernel_package.kernel_name(f"netfilter-{KVER}.tcz", KVER) == "netfilter-KERNEL.tcz"
+    assert kernel_package.kernel_name(f"ipv6-netfilter-{KVER}.tcz", KVER) == "ipv6-netfilter-KERNEL.tcz"
     assert kernel_package.kernel_name("iptables.tcz", KVER) == "iptables.tcz"
     assert kernel_package.module_name("net/netfilter/xt-comment.ko") == "xt_comment"
+    assert kernel_package.module_name("net/bridge/br_netfilter.ko.gz") == "br_netfilter"
 
 
 def test_modules_tarball_is_deterministic_and_root_owned(tmp_path):

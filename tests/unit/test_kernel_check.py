@@ -22,9 +22,9 @@ def test_tc11_config_reports_exactly_what_the_notes_found():
     assert kernel.missing_required(list(found.values())) == ["OVERLAY_FS"]
     assert not found["MEMCG"].ok and found["MEMCG"].level == "recommended"
     assert "memory cgroup not supported" in found["MEMCG"].breaks
-    for name, module, where in [("BRIDGE", "bridge", "original-modules-KERNEL.tcz"),
-                                ("VETH", "veth", "original-modules-KERNEL.tcz"),
-                                ("NF_NAT", "nf_nat", "netfilter-KERNEL.tcz")]:
+    for name, module, where in [("BRIDGE", "bridge", "net-bridging-KERNEL.tcz"),
+                                ("VETH", "veth", "the base initramfs (corepure64.gz)"),
+                                ("NF_NAT", "nf_nat", "ipv6-netfilter-KERNEL.tcz")]:
         assert found[name].ok and found[name].state == "module"
         assert found[name].how == f"{module}.ko in {where}"
     for ns in ("NAMESPACES", "UTS_NS", "IPC_NS", "PID_NS", "NET_NS"):

@@ -77,13 +77,13 @@ def test_the_list_covers_what_the_design_names(options):
         assert name in names
 
 
-def test_module_extensions_follow_the_design(options):
+def test_module_extensions_follow_tiny_core_s_sorter(options):
     by_name = options.by_name()
-    for name in ("BRIDGE", "STP", "LLC", "BRIDGE_NETFILTER", "VETH"):
-        assert by_name[name].ships_in == "original-modules-KERNEL.tcz"
-    for name in ("NF_NAT", "NF_CONNTRACK", "NETFILTER_XT_MATCH_CONNTRACK"):
-        assert by_name[name].ships_in == "netfilter-KERNEL.tcz"
-    for name in ("E1000", "VIRTIO_NET", "BLK_DEV_LOOP", "SQUASHFS"):
+    for name in ("BRIDGE", "BRIDGE_NETFILTER"):
+        assert by_name[name].ships_in == "net-bridging-KERNEL.tcz"
+    for name in ("NF_NAT", "NF_CONNTRACK", "NETFILTER_XT_MATCH_CONNTRACK", "IPV6"):
+        assert by_name[name].ships_in == "ipv6-netfilter-KERNEL.tcz"
+    for name in ("E1000", "VIRTIO_NET", "BLK_DEV_LOOP", "SQUASHFS", "VETH", "STP", "LLC"):
         assert by_name[name].ships_in == "corepure64.gz"
 
 

@@ -39,10 +39,10 @@ def test_lock_pins_every_input_from_upstream_checksums(env, capsys):
     data = json.loads(env["lock"].read_text())
     pins = {p["key"]: p for p in data["pins"]}
     assert sorted(pins) == [
-        "iso", "release/runc", "tcz/iptables.tcz", "tcz/netfilter-5.4.3-tinycore64.tcz",
+        "iso", "release/runc", "tcz/iptables.tcz", "tcz/ipv6-netfilter-5.4.3-tinycore64.tcz",
         "tcz/openssh.tcz", "tcz/openssl-1.1.1.tcz"]
     assert data["extensions"]["order"] == [
-        "openssl-1.1.1.tcz", "openssh.tcz", "netfilter-5.4.3-tinycore64.tcz", "iptables.tcz"]
+        "openssl-1.1.1.tcz", "openssh.tcz", "ipv6-netfilter-5.4.3-tinycore64.tcz", "iptables.tcz"]
     assert pins["iso"]["trusted"].startswith("md5 from file://")
     assert pins["iso"]["trusted"].endswith("/11.x/x86_64/release/CorePure64-11.1.iso.md5.txt")
     assert pins["release/runc"]["trusted"].endswith("releases/runc.sha256sum")

@@ -92,8 +92,8 @@ def extensions(tmp: Path) -> list[cde.Extension]:
         extension(tmp, "openssl-1.1.1.tcz"),
         extension(tmp, "openssh.tcz", ("openssl-1.1.1.tcz",)),
         extension(tmp, "e2fsprogs.tcz"),
-        extension(tmp, f"netfilter-{KVER}.tcz"),
-        extension(tmp, "iptables.tcz", (f"netfilter-{KVER}.tcz",)),
+        extension(tmp, f"ipv6-netfilter-{KVER}.tcz"),
+        extension(tmp, "iptables.tcz", (f"ipv6-netfilter-{KVER}.tcz",)),
         extension(tmp, "containerd.tcz", ("iptables.tcz",)),
     ]
 
@@ -202,7 +202,7 @@ def test_cde_has_every_extension_and_onboot_only_what_the_install_needs(done, tm
         assert done.read(f"/cde/optional/{ext.name}") == ext.path.read_bytes()
         assert done.read(f"/cde/optional/{ext.name}.md5.txt").decode() == f"{ext.md5}  {ext.name}\n"
         assert (f"{ext.name}.dep" in names) == bool(ext.deps)
-    assert done.read("/cde/optional/iptables.tcz.dep") == f"netfilter-{KVER}.tcz\n".encode()
+    assert done.read("/cde/optional/iptables.tcz.dep") == f"ipv6-netfilter-{KVER}.tcz\n".encode()
     assert len(names) == 6 * 2 + 3
 
 
@@ -245,7 +245,7 @@ def test_new_names_are_valid_iso9660_and_old_ones_unchanged(base, done):
     after = done.iso.full_path_from_dirrecord(
         done.iso.get_record(rr_path="/boot/isolinux/isolinux.cfg"))
     assert after == cfg  # replaced under its own ISO 9660 name
-    for rr in ("/boot/appliance.gz", f"/cde/optional/netfilter-{KVER}.tcz.md5.txt"):
+    for rr in ("/boot/appliance.gz", f"/cde/optional/ipv6-netfilter-{KVER}.tcz.md5.txt"):
         name = done.iso.full_path_from_dirrecord(done.iso.get_record(rr_path=rr)).rsplit("/", 1)[1]
         stem = name.split(";")[0]
         assert stem == stem.upper() and len(stem) <= 31 and set(stem) <= set(
@@ -359,8 +359,8 @@ def test_onboot_needs_every_dependency_in_the_set(tmp_path):
 
 
 def test_onboot_expands_kernel_names(tmp_path):
-    order = cde.onboot_order(extensions(tmp_path), ["openssh", "netfilter-KERNEL"], KVER)
-    assert order == ["openssl-1.1.1.tcz", "openssh.tcz", f"netfilter-{KVER}.tcz"]
+    order = cde.onboot_order(extensions(tmp_path), ["openssh", "ipv6-netfilter-KERNEL"], KVER)
+    assert order == ["openssl-1.1.1.tcz", "openssh.tcz", f"ipv6-netfilter-{KVER}.tcz"]
 
 
 def test_an_unwritable_output_is_a_clear_error(tmp_path):

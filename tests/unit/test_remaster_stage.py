@@ -178,7 +178,7 @@ def test_stage_takes_the_extensions_stage_listing(ctx, tmp_path, monkeypatch):
     ctx.active_stages = ("fetch", "extensions", "remaster")
     built = tmp_path / "build" / "extensions"
     ours = tcz(built, "containerd.tcz")
-    (built / "containerd.tcz.dep").write_text("iptables.tcz\nnetfilter-KERNEL.tcz\n")
+    (built / "containerd.tcz.dep").write_text("iptables.tcz\nnet-bridging-KERNEL.tcz\n")
     fetched = {n: tmp_path / "downloads" / n for n in ("openssl.tcz", "openssh.tcz")}
     listing = {"order": ["openssl.tcz", "openssh.tcz", "containerd.tcz"], "extensions": {
         "openssl.tcz": {"path": str(fetched["openssl.tcz"]), "deps": [], "source": "tinycore"},
@@ -195,7 +195,7 @@ def test_stage_takes_the_extensions_stage_listing(ctx, tmp_path, monkeypatch):
     assert iso.read("/cde/onboot.lst") == b"openssl.tcz\nopenssh.tcz\n"  # not containerd
     assert iso.read("/cde/optional/containerd.tcz") == ours.read_bytes()
     # a built .dep is copied as written (Tiny Core's -KERNEL spelling)
-    assert iso.read("/cde/optional/containerd.tcz.dep") == b"iptables.tcz\nnetfilter-KERNEL.tcz\n"
+    assert iso.read("/cde/optional/containerd.tcz.dep") == b"iptables.tcz\nnet-bridging-KERNEL.tcz\n"
 
 
 def test_listing_md5_mismatch_is_an_error(ctx, tmp_path, monkeypatch):

@@ -52,23 +52,26 @@ def fake_module(name: str, out: Path) -> None:
     src.unlink()
 
 
+# Where the modules lie in a modules_install tree: base ones and two that sorter moves out.
+FAKE_MODULES = {
+    "e1000": "drivers/net/ethernet/intel/e1000", "virtio_net": "drivers/net",
+    "veth": "drivers/net", "virtio_blk": "drivers/block", "virtio_ring": "drivers/virtio",
+    "loop": "drivers/block", "squashfs": "fs/squashfs", "stp": "net/802", "llc": "net/llc",
+    "bridge": "net/bridge", "nf_nat": "net/netfilter",
+}  # fmt: skip
+BASE = {"e1000", "virtio_net", "veth", "virtio_blk", "virtio_ring", "loop", "squashfs", "stp",
+        "llc"}
+
+
 @pytest.fixture(scope="module")
 def fake_kernel(tmp_path_factory) -> FakeKernel:
     kernel = FakeKernel(tmp_path_factory.mktemp("kernel") / "fakekey", RELEASE)
     kernel.path.mkdir()
     kernel.bzimage.write_bytes(b"not a kernel, but xorriso does not care\n" * 100)
-    drivers = kernel.moddir / "kernel" / "drivers"
-    drivers.mkdir(parents=True)
-    names = [*rootfs.base_module_names(), "virtio_ring", "bridge"]  # bridge: not a base one
-    for name in names:
-        fake_module(name, drivers / f"{name}.ko")
+    for name, folder in FAKE_MODULES.items():
+        (kernel.moddir / "kernel" / folder).mkdir(parents=True, exist_ok=True)
+        fake_module(name, kernel.moddir / "kernel" / folder / f"{name}.ko")
     QUIET.run(["depmod", "-b", kernel.path / "modroot", RELEASE])
-    # Fake modules export no symbols, so depmod finds no dependencies: write the real ones.
-    deps = {n: " kernel/drivers/virtio_ring.ko" if n.startswith("virtio_") and n != "virtio_ring"
-            else "" for n in names}  # fmt: skip
-    (kernel.moddir / "modules.dep").write_text(
-        "".join(f"kernel/drivers/{n}.ko:{d}\n" for n, d in deps.items())
-    )
     return kernel
 
 
@@ -155,24 +158,17 @@ def test_tiny_core_users_owners_and_release(entries):
     assert b"/etc/sysconfig/noautologin" in entries["root/.profile"].data
 
 
-def test_base_modules_with_their_deps_and_the_tclocal_link(entries):
+def test_base_modules_are_what_sorter_leaves_gzipped_with_the_tclocal_link(entries):
     prefix = f"lib/modules/{RELEASE}"
-    names = {Path(p).name for p in entries if p.startswith(prefix) and p.endswith(".ko")}
-    expected = {"e1000", "virtio_net", "virtio_blk", "loop", "squashfs"}
-    assert expected <= set(rootfs.base_module_names())
-    assert names == {f"{n}.ko" for n in rootfs.base_module_names()} | {"virtio_ring.ko"}
-    assert b"kernel/drivers/e1000.ko:" in entries[f"{prefix}/modules.dep"].data
+    names = {Path(p).name for p in entries if p.startswith(prefix) and ".ko" in p}
+    # tinycorelinux/sorter: net/bridge and net/netfilter go to extensions, the rest stays
+    assert names == {f"{n}.ko.gz" for n in BASE}
+    data = gzip.decompress(entries[f"{prefix}/kernel/net/802/stp.ko.gz"].data)
+    assert b"name=stp" in data
+    assert b"kernel/drivers/net/veth.ko.gz:" in entries[f"{prefix}/modules.dep"].data
     link = entries[f"{prefix}/kernel.tclocal"]
     assert stat.S_ISLNK(link.mode)
     assert link.data.decode() == f"/usr/local/lib/modules/{RELEASE}/kernel"
-
-
-def test_module_closure_follows_modules_dep():
-    dep = "a/x.ko: b/y.ko c/z.ko\nb/y.ko: c/z.ko\nc/z.ko:\nd/other-mod.ko:\n"
-    assert rootfs.module_closure(dep, ["x"]) == ["a/x.ko", "b/y.ko", "c/z.ko"]
-    assert rootfs.module_closure(dep, ["other_mod"]) == ["d/other-mod.ko"]
-    with pytest.raises(ValueError, match="missing"):
-        rootfs.module_closure(dep, ["missing"])
 
 
 def test_qemu_harness_key_names_and_screen():

@@ -73,8 +73,8 @@ def test_list_has_files_and_links_without_leading_slash(tmp_path):
 
 
 def test_dep_and_md5_formats():
-    assert tcz.dep_text(["netfilter-KERNEL.tcz", "libx", "libx.tcz"]) == (
-        "netfilter-KERNEL.tcz\nlibx.tcz\n"
+    assert tcz.dep_text(["ipv6-netfilter-KERNEL.tcz", "libx", "libx.tcz"]) == (
+        "ipv6-netfilter-KERNEL.tcz\nlibx.tcz\n"
     )
     assert tcz.md5_text("ab" * 16, "x.tcz") == f"{'ab' * 16}  x.tcz\n"
 
@@ -118,12 +118,12 @@ def test_build_tcz_runs_mksquashfs_and_writes_metadata(tmp_path):
 
     runner = FakeRunner(fake_mksquashfs)
     out = tcz.build_tcz(make_tree(tmp_path / "tree"), tmp_path / "out", "example",
-                        ["netfilter-KERNEL"], INFO, runner, EPOCH)
+                        ["ipv6-netfilter-KERNEL"], INFO, runner, EPOCH)
     assert out == tmp_path / "out" / "example.tcz"
     assert runner.calls[0][:3] == ["mksquashfs", str(tmp_path / "tree"), str(out)]
     md5 = hashlib.md5(b"squashfs").hexdigest()
     assert (tmp_path / "out/example.tcz.md5.txt").read_text() == f"{md5}  example.tcz\n"
-    assert (tmp_path / "out/example.tcz.dep").read_text() == "netfilter-KERNEL.tcz\n"
+    assert (tmp_path / "out/example.tcz.dep").read_text() == "ipv6-netfilter-KERNEL.tcz\n"
     assert "usr/local/bin/tool\n" in (tmp_path / "out/example.tcz.list").read_text()
     assert (tmp_path / "out/example.tcz.info").read_text().startswith("Title:          example")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [

@@ -111,8 +111,8 @@ def test_order_self_dependency_is_a_cycle():
 
 
 def test_parse_dep_whitespace_blank_lines_kernel_and_suffix():
-    text = "\n  b.tcz  \r\n\n\tnetfilter-KERNEL.tcz\nc\n b.tcz\n \n"
-    assert parse_dep(text, KERNEL) == ("b.tcz", f"netfilter-{KERNEL}.tcz", "c.tcz")
+    text = "\n  b.tcz  \r\n\n\tipv6-netfilter-KERNEL.tcz\nc\n b.tcz\n \n"
+    assert parse_dep(text, KERNEL) == ("b.tcz", f"ipv6-netfilter-{KERNEL}.tcz", "c.tcz")
 
 
 def test_parse_dep_strips_blanks_inside_a_line_as_tce_load():
@@ -128,8 +128,8 @@ def test_parse_dep_rejects_what_is_not_an_extension_name(line):
 
 def test_expand_adds_suffix_and_substitutes_kernel(fetcher, mirror):
     repo = repo_for(fetcher, mirror)
-    assert repo.expand("netfilter-KERNEL") == f"netfilter-{KERNEL}.tcz"
-    assert repo.expand("original-modules-KERNEL.tcz") == f"original-modules-{KERNEL}.tcz"
+    assert repo.expand("ipv6-netfilter-KERNEL") == f"ipv6-netfilter-{KERNEL}.tcz"
+    assert repo.expand("net-bridging-KERNEL.tcz") == f"net-bridging-{KERNEL}.tcz"
     assert repo.expand("iptables") == "iptables.tcz"
     assert repo.expand("iptables.tcz") == "iptables.tcz"
 
@@ -168,18 +168,18 @@ def test_resolve_kernel_names_in_dep_and_request(fetcher, mirror):
     make_tree(
         mirror,
         {
-            "iptables.tcz": ["netfilter-KERNEL.tcz"],
-            f"netfilter-{KERNEL}.tcz": [],
-            f"original-modules-{KERNEL}.tcz": [],
+            "iptables.tcz": ["ipv6-netfilter-KERNEL.tcz"],
+            f"ipv6-netfilter-{KERNEL}.tcz": [],
+            f"net-bridging-{KERNEL}.tcz": [],
         },
     )
-    exts = repo_for(fetcher, mirror).resolve(["iptables.tcz", "original-modules-KERNEL"])
+    exts = repo_for(fetcher, mirror).resolve(["iptables.tcz", "net-bridging-KERNEL"])
     assert names(exts) == [
-        f"netfilter-{KERNEL}.tcz",
+        f"ipv6-netfilter-{KERNEL}.tcz",
         "iptables.tcz",
-        f"original-modules-{KERNEL}.tcz",
+        f"net-bridging-{KERNEL}.tcz",
     ]
-    assert exts[1].deps == (f"netfilter-{KERNEL}.tcz",)
+    assert exts[1].deps == (f"ipv6-netfilter-{KERNEL}.tcz",)
 
 
 def test_resolve_dep_file_with_blanks_and_blank_lines(fetcher, mirror):

@@ -145,7 +145,7 @@ def containerd_loaded(guest):
 def test_containerd_loads_with_its_dependencies_and_the_lib64_fix(guest, containerd_loaded):
     loops = guest.ok("ls /tmp/tcloop").split()
     kver = guest.ok("uname -r").strip()
-    assert {"containerd", "iptables", f"netfilter-{kver}", f"original-modules-{kver}",
+    assert {"containerd", "iptables", f"ipv6-netfilter-{kver}", f"net-bridging-{kver}",
             f"overlay-{kver}"} <= set(loops)
     assert guest.ok("readlink /lib64").strip() == "lib"  # made by tce.installed, not shipped
     assert guest.ok("readlink /usr/local/bin/ctr").strip() == \

@@ -122,8 +122,8 @@ def test_tce_load_from_the_mirror_and_ssh_as_tc_with_a_key(standin, served, tmp_
                                              probe.stdout.split("--\n")]
         assert user == ["tc"]
         assert link == ["/tmp/tcloop/iptables/usr/local/sbin/xtables-legacy-multi"]
-        # the .dep chain was followed (iptables -> netfilter-KERNEL) and md5 files kept
-        assert {f"netfilter-{kver}.tcz", f"netfilter-{kver}.tcz.md5.txt", "openssh.tcz",
+        # the .dep chain was followed (iptables -> ipv6-netfilter-KERNEL) and md5 files kept
+        assert {f"ipv6-netfilter-{kver}.tcz", f"ipv6-netfilter-{kver}.tcz.md5.txt", "openssh.tcz",
                 "iptables.tcz", "iptables.tcz.dep"} <= set(optional)
         assert onboot == ["openssh.tcz", "iptables.tcz"]  # what was asked for, not its deps
         assert nat == ["nat-ok"]  # iptable_nat loaded from the netfilter extension

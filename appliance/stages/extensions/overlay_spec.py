@@ -4,7 +4,7 @@ An overlay folder holds `root/` (files laid out as in /) and `extension.toml`:
 
     name = "containerd"             # NAME.tcz; must equal the folder name
     version_from = "containerd"     # .info Version: that release's version (or `version`)
-    deps = ["iptables.tcz", "original-modules-KERNEL.tcz"]   # NAME.tcz.dep, as written
+    deps = ["iptables.tcz", "net-bridging-KERNEL.tcz"]       # NAME.tcz.dep, as written
     module_deps = ["overlay"]       # kernel-stage extensions carrying these join .dep
     required_modules = []           # ... and the build fails unless one carries each of these
     [info]                          # .info fields (Tiny Core's names; Title/Size/Version computed)

@@ -53,11 +53,17 @@ def read_config(text: str, source: str) -> dict[str, str]:
     return config
 
 
+BASE_INITRAMFS = "corepure64.gz"  # ships_in of a module tc11 has in its base
+
+
 def module_source(option: Option, built: dict[str, str]) -> str:
-    """e.g. 'bridge.ko in original-modules-KERNEL.tcz'."""
+    """e.g. 'bridge.ko in net-bridging-KERNEL.tcz', 'veth.ko in the base initramfs
+    (corepure64.gz)'."""
     if not option.module:
         return "(compatibility symbol, no module of its own)"
     where = built.get(option.module) or option.ships_in
+    if where == BASE_INITRAMFS:
+        where = f"the base initramfs ({where})"
     return f"{option.module}.ko" + (f" in {where}" if where else "")
 
 

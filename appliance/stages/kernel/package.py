@@ -1,8 +1,11 @@
 """The kernel stage's products: module extensions Tiny Core style, and modules.json.
 
-A module extension `<name>-<kver>.tcz` carries `usr/local/lib/modules/<kver>/kernel/<path>.ko`
-(plain .ko: tc11's MODULE_COMPRESS is off), which tce-load links into / and indexes with
-depmod (tc11's initrd links lib/modules/<kver>/kernel.tclocal to that folder). modules.json
+A module extension `<name>-<kver>.tcz` carries `usr/local/lib/modules/<kver>/kernel/<path>.ko`,
+which tce-load links into / and indexes with depmod (tc11's initrd links
+lib/modules/<kver>/kernel.tclocal to that folder). The modules we build are plain .ko
+(MODULE_COMPRESS is off); tc11's own module extensions carry gzipped ones (.ko.gz:
+tinycorelinux/sorter sorter.sh @ bf13d13 takes a gzipped modules_install tree), and a
+rewritten extension keeps each module compressed as it was. modules.json
 lists every extension built, for the extensions stage: `kernel_name` is the `-KERNEL` name
 the .dep files use, `replaces` the fetch output a rebuilt extension stands in for.
 A full rebuild also yields vmlinuz64 and the whole module tree (modules-<kver>.tgz), for
@@ -34,9 +37,17 @@ INFO = {"Author": "Linux kernel developers", "Original-site": "https://www.kerne
         "Copying-policy": "GPLv2"}
 
 
+GZ = ".gz"  # the one module compression tc11 uses (modprobe, busybox's too, reads it)
+
+
 def module_name(path: str) -> str:
-    """fs/overlayfs/overlay.ko -> overlay (modprobe's spelling: - becomes _)."""
-    return path.rsplit("/", 1)[-1].removesuffix(".ko").replace("-", "_")
+    """fs/overlayfs/overlay.ko(.gz) -> overlay (modprobe's spelling: - becomes _)."""
+    return path.rsplit("/", 1)[-1].removesuffix(GZ).removesuffix(".ko").replace("-", "_")
+
+
+def plain(rel: str) -> str:
+    """net/bridge/bridge.ko.gz -> net/bridge/bridge.ko: the file a kernel build makes."""
+    return rel.removesuffix(GZ)
 
 
 def kernel_name(filename: str, kver: str) -> str:
@@ -67,10 +78,15 @@ def unsquashfs_argv(extension: Path, dest: Path) -> list[str]:
 
 
 def place(ko: Path, tree: Path, inside: str) -> None:
-    """Copy a module into an extension tree; folders 755 and files 644 whatever the umask."""
+    """Copy a module into an extension tree, gzipped when `inside` ends in .gz; folders 755
+    and files 644 whatever the umask."""
     dest = tree / inside
     dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(ko, dest)
+    if inside.endswith(GZ):
+        # mtime 0 and no file name, as `gzip -n`: the same module gives the same bytes
+        dest.write_bytes(gzip.compress(ko.read_bytes(), compresslevel=9, mtime=0))
+    else:
+        shutil.copyfile(ko, dest)
     dest.chmod(0o644)
     for folder in dest.relative_to(tree).parents:  # down to "." (the tree itself)
         (tree / folder).chmod(0o755)
@@ -79,11 +95,12 @@ def place(ko: Path, tree: Path, inside: str) -> None:
 def modules_in(tree: Path, kver: str, name: str) -> list[str]:
     """The modules an extension carries, as paths below lib/modules/<kver>/kernel/."""
     base = tree / MODULE_ROOT / kver / "kernel"
-    compressed = sorted(p.name for p in tree.rglob("*.ko.*"))
-    if compressed:
-        raise StageError(f"kernel: {name} carries compressed modules ({compressed[0]}, ...): "
-                         "only plain .ko is rebuilt, as tc11 ships them")
-    found = sorted(tree.rglob("*.ko"))
+    other = sorted(p.name for p in tree.rglob("*.ko.*") if not p.name.endswith(".ko.gz"))
+    if other:
+        raise StageError(f"kernel: {name} carries modules compressed other than with gzip "
+                         f"({other[0]}, ...): only .ko and .ko.gz are rewritten, as tc11 "
+                         "ships them")
+    found = sorted([*tree.rglob("*.ko"), *tree.rglob("*.ko.gz")])
     stray = [p for p in found if not p.is_relative_to(base)]
     if stray:
         raise StageError(f"kernel: {name}: {stray[0].relative_to(tree)} is not below "
@@ -168,12 +185,13 @@ class Packager:
         if not rels:
             return  # no modules: nothing in it depends on the kernel build
         for rel in rels:
-            if not (moddir / "kernel" / rel).is_file():
+            built = moddir / "kernel" / plain(rel)
+            if not built.is_file():
                 raise StageError(f"kernel: {name} carries {rel}, which the rebuilt kernel "
                                  "did not build", "the rebuilt config must keep every module "
                                  "of the extensions it replaces")
-            self.check(moddir / "kernel" / rel, rel)
-            place(moddir / "kernel" / rel, tree, inside_path(self.kver, rel))
+            self.check(built, plain(rel))
+            place(built, tree, inside_path(self.kver, rel))
         description = f"{name.removesuffix('.tcz')} rebuilt for the rebuilt kernel"
         self.extension(tree, name.removesuffix(".tcz"), description,
                        [inside_path(self.kver, r) for r in rels],

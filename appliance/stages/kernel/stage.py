@@ -5,7 +5,9 @@ unpack, `.config` + kernel/ fragments, `make olddefconfig`, check that every set
 that the tree builds the recipe's kernel release, then either `make modules_prepare` and
 `make M=<dir> modules` per module (kernel/modules.toml), or, with `kernel.rebuild = "full"`,
 `make bzImage modules` with kernel/containers.config on top. Each module's vermagic is
-checked before it is packaged Tiny Core style (appliance/stages/kernel/package.py).
+checked before it is packaged Tiny Core style (appliance/stages/kernel/package.py). A tree
+whose objtool the host's GCC rejects (tc11's 5.4.3 on GCC >= 12) is built with gcc-11
+(appliance/stages/kernel/toolchain.py); the progress line says which compiler and why.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from appliance.errors import StageError, ToolError
 from appliance.paths import data_dir
 from appliance.run import Result, Runner
 from appliance.stages.kernel import check as kernel
-from appliance.stages.kernel import package
+from appliance.stages.kernel import package, toolchain
 from appliance.stages.kernel.kconfig import (
     SYMBOL,
     ConfigFormatError,
@@ -37,7 +39,7 @@ from appliance.stages.kernel.kconfig import (
     verify_settings,
 )
 
-VERSION = 1  # bump when a change here changes what the stage produces
+VERSION = 2  # bump when a change here changes what the stage produces
 TOOLS = (("make", "--version"), ("gcc", "--version"), ("mksquashfs", "-version"))
 MODULES_FILE = data_dir("kernel") / "modules.toml"
 CONTAINERS_FRAGMENT = data_dir("kernel") / "containers.config"
@@ -46,8 +48,9 @@ PROGRESS_EVERY_S = 30.0
 STEP_TIMEOUT_S = 3600
 FULL_BUILD_TIMEOUT_S = 6 * 3600  # tc11's whole config on a small machine
 TOOLCHAIN_HINT = (
-    "the kernel tree's own build tools (objtool, modpost) did not build or run with this "
-    "host's compiler; an old tree (tc11's 5.4.3 was built with gcc 9.2) may need an older GCC. "
+    "the kernel tree's own build tools (objtool, modpost) did not build or run with the "
+    "compiler named in the 'kernel: compiler' line; an old tree (tc11's 5.4.3 was built with "
+    "gcc 9.2) may need an older GCC. "
     "Nothing was packaged; the unpacked tree stays in kernel.tmp/src under the build folder "
     "(build/ or $APPLIANCE_BUILD) until the next run")
 
@@ -218,19 +221,23 @@ def tar_argv(tarball: Path, dest: Path) -> list[str]:
     return ["tar", "-xf", str(tarball), "-C", str(dest), "--no-same-owner"]
 
 
-def make_argv(src: Path, targets: list[str], jobs: int | None = None) -> list[str]:
-    return ["make", "--no-print-directory", "-C", str(src),
+def make_argv(src: Path, targets: list[str], jobs: int | None = None,
+              cc: tuple[str, ...] = ()) -> list[str]:
+    """cc: CC=/HOSTCC= on the command line (the kernel's Makefile overrides the environment's)."""
+    return ["make", "--no-print-directory", "-C", str(src), *cc,
             *(["-j", str(jobs)] if jobs else []), *targets]
 
 
-def module_make_argv(src: Path, folder: str, jobs: int) -> list[str]:
+def module_make_argv(src: Path, folder: str, jobs: int, cc: tuple[str, ...] = ()) -> list[str]:
     # The tree has no Module.symvers (tc11's has none either): modpost cannot resolve the
     # kernel's symbols, so they are warnings; the kernel resolves them at load.
-    return make_argv(src, [f"M={folder}", "KBUILD_MODPOST_WARN=1", "modules"], jobs)
+    return make_argv(src, [f"M={folder}", "KBUILD_MODPOST_WARN=1", "modules"], jobs, cc)
 
 
-def modules_install_argv(src: Path, dest: Path, depmod: str) -> list[str]:
-    return make_argv(src, [f"INSTALL_MOD_PATH={dest}", f"DEPMOD={depmod}", "modules_install"])
+def modules_install_argv(src: Path, dest: Path, depmod: str,
+                         cc: tuple[str, ...] = ()) -> list[str]:
+    return make_argv(src, [f"INSTALL_MOD_PATH={dest}", f"DEPMOD={depmod}", "modules_install"],
+                     cc=cc)
 
 
 def config_argv(src: Path, settings: dict[str, str]) -> list[str]:
@@ -309,12 +316,25 @@ def defined_symbols(src: Path) -> set[str]:
     return found
 
 
-def configure(steps: Steps, src: Path, config: Path, settings: dict[str, str]) -> dict:
+def pick_toolchain(steps: Steps, src: Path) -> toolchain.Toolchain:
+    """The compiler for this tree, installed, and said in the progress output."""
+    header = src / toolchain.SUBCMD_UTIL
+    old = header.is_file() and toolchain.old_libsubcmd(
+        header.read_text(encoding="utf-8", errors="replace"))
+    version = steps.run("gcc -dumpversion", ["gcc", "-dumpversion"]).output
+    chosen = toolchain.choose(old, toolchain.gcc_major(version))
+    toolchain.require(chosen)
+    log.detail(f"kernel: compiler: {chosen.reason}")
+    return chosen
+
+
+def configure(steps: Steps, src: Path, config: Path, settings: dict[str, str],
+              cc: tuple[str, ...] = ()) -> dict:
     """The pinned config + our settings + olddefconfig; every setting must hold."""
     kernel.read_config(config.read_text(encoding="utf-8", errors="replace"), config.name)
     shutil.copyfile(config, src / ".config")
     steps.run("apply kernel/ fragments", config_argv(src, settings), cwd=src)
-    steps.run("make olddefconfig", make_argv(src, ["olddefconfig"]))
+    steps.run("make olddefconfig", make_argv(src, ["olddefconfig"], cc=cc))
     final = parse_config((src / ".config").read_text(encoding="utf-8"), ".config")
     problems = verify_settings(settings, final, defined_symbols(src))
     if problems:
@@ -325,21 +345,23 @@ def configure(steps: Steps, src: Path, config: Path, settings: dict[str, str]) -
     return final
 
 
-def build_modules(steps: Steps, src: Path, specs: list[ModuleSpec], jobs: int) -> None:
-    steps.run("make modules_prepare", make_argv(src, ["modules_prepare"], jobs),
+def build_modules(steps: Steps, src: Path, specs: list[ModuleSpec], jobs: int,
+                  cc: tuple[str, ...] = ()) -> None:
+    steps.run("make modules_prepare", make_argv(src, ["modules_prepare"], jobs, cc),
               hint=TOOLCHAIN_HINT)
     for folder in dict.fromkeys(s.dir for s in specs):
-        steps.run(f"make M={folder} modules", module_make_argv(src, folder, jobs),
+        steps.run(f"make M={folder} modules", module_make_argv(src, folder, jobs, cc),
                   hint=f"{folder} did not build against this tree; see the log")
 
 
-def build_everything(steps: Steps, src: Path, modroot: Path, jobs: int) -> Path:
+def build_everything(steps: Steps, src: Path, modroot: Path, jobs: int,
+                     cc: tuple[str, ...] = ()) -> Path:
     """bzImage and every module, installed under modroot; returns lib/modules/<kver>."""
     steps.run("make bzImage modules (the whole kernel)",
-              make_argv(src, ["bzImage", "modules"], jobs), timeout=FULL_BUILD_TIMEOUT_S,
+              make_argv(src, ["bzImage", "modules"], jobs, cc), timeout=FULL_BUILD_TIMEOUT_S,
               hint=TOOLCHAIN_HINT)
     depmod = shutil.which("depmod") or "/sbin/depmod"
-    steps.run("make modules_install", modules_install_argv(src, modroot, depmod))
+    steps.run("make modules_install", modules_install_argv(src, modroot, depmod, cc))
     moddirs = sorted((modroot / "lib" / "modules").iterdir())
     for link in ("build", "source"):  # they point into the tree, which is deleted
         (moddirs[0] / link).unlink(missing_ok=True)
@@ -361,17 +383,18 @@ def run(ctx, work: Path) -> dict[str, Path]:
     steps = Steps(ctx.runner, build_env(recipe.effective_source_date_epoch()))
     jobs = os.cpu_count() or 1
     src = unpack(steps, source, work / "src")
-    configure(steps, src, config, settings)
-    check_release(steps.run("make kernelrelease", make_argv(src, ["-s", "kernelrelease"]))
+    cc = pick_toolchain(steps, src).make_vars
+    configure(steps, src, config, settings, cc)
+    check_release(steps.run("make kernelrelease", make_argv(src, ["-s", "kernelrelease"], cc=cc))
                   .output, kver, source.name, config.name)
     wanted = [specs[m] for m in recipe.kernel.modules]
     packer = package.Packager(ctx.runner, steps, work, kver, recipe.effective_source_date_epoch(),
                               f"{source.name} with {config.name}")
     if full:
-        moddir = build_everything(steps, src, work / "modroot", jobs)
+        moddir = build_everything(steps, src, work / "modroot", jobs, cc)
         outputs = packer.full_rebuild(src, moddir, wanted, fetched, ctx.lock.extension_deps)
     else:
-        build_modules(steps, src, wanted, jobs)
+        build_modules(steps, src, wanted, jobs, cc)
         outputs = packer.modules_only(src, wanted)
     outputs.update(packer.finish(src, full, source.name, config.name))
     for scratch in ("src", "trees", "modroot"):  # gigabytes; only the outputs stay

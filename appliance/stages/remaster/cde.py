@@ -30,7 +30,7 @@ CDE = "/cde"
 class Extension:
     name: str  # "openssh.tcz"
     path: Path  # the .tcz on the build host
-    deps: tuple[str, ...]  # concrete names ("netfilter-6.1.192-tinycore64.tcz")
+    deps: tuple[str, ...]  # concrete names ("ipv6-netfilter-6.1.192-tinycore64.tcz")
     md5: str
     dep_file: Path | None = None  # a built NAME.tcz.dep to copy as it is (-KERNEL spelling)
 
