@@ -22,7 +22,7 @@ from pathlib import Path
 import jinja2
 from pycdlib import pycdlibexception
 
-from appliance import cde, initrd, keys, log, restore
+from appliance import cde, config, initrd, keys, log, restore
 from appliance.config import Recipe
 from appliance.errors import RemasterError
 from appliance.fetch import sha256_file
@@ -205,7 +205,7 @@ def inputs_from(ctx) -> Inputs:
         settings=initrd.LiveSettings(recipe.tinycore.guest_mirror, recipe.hostname,
                                      tuple(recipe.services), recipe.ready_timeout,
                                      recipe.tc_password_hash),
-        boot_codes=tuple(recipe.boot.live),
+        boot_codes=tuple(config.live_codes_with_restore(recipe.boot.live, bool(recipe.restore))),
         title=f"{recipe.name} {recipe.version} (install, serial console)",
         public_key=public,
         mydata=restore.mydata_tgz(list(recipe.restore), epoch),
