@@ -30,7 +30,7 @@ help:
 	@echo "make bench      one cold + no-op build, remaster vs xorriso, sizes, boot time (table)"
 	@echo "make test       run every test tier: unit, tools and vm (what CI runs)"
 	@echo "make test-fast  unit tests only (seconds)"
-	@echo "make lint       ruff + shellcheck"
+	@echo "make lint       ruff + shellcheck + the applet lint (tc11 commands only)"
 	@echo "make deps       install Debian packages and the Python virtualenv"
 	@echo "make clean      remove build/ and out/ (keeps cache/)"
 	@echo "make distclean  also remove cache/ and .venv/"
@@ -95,6 +95,7 @@ test-vm: deps
 
 lint: venv
 	$(PY) -m ruff check appliance tests pipeline.py
+	$(PY) -m tests.applet_lint
 	@files=$$(git ls-files 'packer/*.sh' 'packer/scripts/*' 'iso-remaster/*' 'overlays/*' 'tests/standin/*' | \
 		while read -r f; do [ -f "$$f" ] && head -1 "$$f" | grep -qE '^#!.*\b(sh|ash)\b' && echo "$$f"; done); \
 	if [ -n "$$files" ]; then shellcheck -s sh $$files; else echo "shellcheck: no shell scripts yet"; fi
