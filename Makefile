@@ -15,7 +15,7 @@ INSTALL_MODE ?= traditional
 IMAGE_PACKAGES := packer qemu-system-x86 qemu-utils squashfs-tools xorriso skopeo \
 	build-essential bc bison flex libelf-dev kmod cpio openssh-client python3-venv curl \
 	ca-certificates
-TEST_PACKAGES := isolinux syslinux-utils extlinux syslinux-common busybox-static dropbear-bin \
+TEST_PACKAGES := isolinux syslinux-utils extlinux syslinux-common busybox-static acpid dropbear-bin \
 	e2fsprogs containerd runc containernetworking-plugins iptables linux-source-6.1 \
 	docker-registry libxml2-utils shellcheck fdisk patchelf openssh-sftp-server
 APT_PACKAGES := $(IMAGE_PACKAGES) $(TEST_PACKAGES)

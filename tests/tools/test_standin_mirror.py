@@ -120,7 +120,7 @@ def test_lock_and_locked_fetch_resolve_every_pin_from_the_mirror(built, site):
     lock = json.loads((site["tmp"] / "standin.lock").read_text())
     kver = built.kernel.release
     names = [f"{n}.tcz" for n in ("openssh", "e2fsprogs", "syslinux")] + [
-        f"netfilter-{kver}.tcz", "iptables.tcz", f"original-modules-{kver}.tcz"]
+        f"netfilter-{kver}.tcz", "iptables.tcz", f"original-modules-{kver}.tcz", "acpid.tcz"]
     assert lock["extensions"]["order"] == names  # deps first: netfilter before iptables
     assert lock["extensions"]["deps"]["iptables.tcz"] == [f"netfilter-{kver}.tcz"]
     pins = {p["key"]: p for p in lock["pins"]}
