@@ -226,6 +226,7 @@ def check_target(target: Target, options: Options, accel: Accel) -> Verdict:
                 kept = keep_logs(work, target.image)
                 return Verdict(target.image, tuple(results), f"boot {n}: {result.problem}",
                                kept / f"{target.image.name}.{spec.serial_log.name}")
+        keep_logs(work, target.image)  # a PASS keeps them too: how each power-off went
     return Verdict(target.image, tuple(results))
 
 
