@@ -69,3 +69,32 @@ def test_the_stand_ins_own_scripts_reach_private_applets(tree):
     result = guest_sh(tree, "busybox mdev --help 2>&1 | head -1; "
                             "/usr/lib/standin/mdev --help 2>&1 | head -1")
     assert result.stdout.count("BusyBox") == 2, result
+
+
+# --- tc-functions: boot codes as tc-config and tc-restore.sh read them ----------------------
+
+FUNCTIONS = rootfs.TREE / "etc" / "init.d" / "tc-functions"
+
+
+def boot_codes(tmp_path: Path, cmdline: str, calls: str) -> list[str]:
+    (tmp_path / "cmdline").write_text(cmdline + "\n")
+    script = f". {FUNCTIONS}\n{calls}"
+    done = subprocess.run(["busybox", "sh", "-c", script], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "CMDLINE_FILE": str(tmp_path / "cmdline")},
+                          timeout=30)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+def test_prefix_codes_are_read_as_tc_config_reads_them(tmp_path):
+    # tc-config @ 0ed6e60: `host*) HOST=1`, `opt*) MYOPT=${i#*=}`, `user*) USER=...`
+    out = boot_codes(tmp_path, "quiet hostname=x options=sda9 username=bob restore_at=sr0",
+                     'echo "[$(prefixcode opt)] [$(prefixcode user)] [$(prefixcode restore)]"\n'
+                     'prefixflag host && echo host-set\n'
+                     'echo "[$(bootcode host)] [$(bootcode opt)]"\n')
+    assert out == ["[sda9] [bob] [sr0]", "host-set", "[] []"]
+
+
+def test_noscan_list_is_upstreams():
+    listed = (rootfs.TREE / "etc" / "init.d" / "tc_noscan.lst").read_text().split()
+    assert listed == ["cdrom", "swap", "pts", "fd", "ntfs", "sr0", "sr1", "sr2", "sr3"]
