@@ -26,6 +26,7 @@ export PATH
 : "${APPLIANCE_STOP_TIMEOUT:=90}"
 : "${APPLIANCE_LOCK:=/tmp/appliance-stop.lock}"
 : "${APPLIANCE_POWER:=/sbin}"
+: "${APPLIANCE_BOOT_ID:=/proc/sys/kernel/random/boot_id}"
 
 log() {
     echo "$(date -u '+%Y-%m-%dT%H:%M:%SZ') appliance-stop: $*" >> "$APPLIANCE_LOG" 2>/dev/null
@@ -68,8 +69,25 @@ case "${1:-}" in
     *) echo "usage: $0 [poweroff|reboot]" >&2; exit 2 ;;
 esac
 
+boot_id() {
+    cat "$APPLIANCE_BOOT_ID" 2>/dev/null
+}
+
+# take_lock: true unless another stop of this boot is still running. The lock outlives a
+# power-off where /tmp is on the disk (a traditional install), so it names its boot and pid.
+take_lock() {
+    if ! mkdir "$APPLIANCE_LOCK" 2>/dev/null; then
+        read -r _boot _pid < "$APPLIANCE_LOCK/owner" 2>/dev/null
+        if [ "$_boot" = "$(boot_id)" ] && [ -n "$_pid" ] && kill -0 "$_pid" 2>/dev/null; then
+            return 1
+        fi
+        log "a stale lock (boot ${_boot:-?}, pid ${_pid:-?}) taken over"
+    fi
+    echo "$(boot_id) $$" > "$APPLIANCE_LOCK/owner"
+}
+
 # A second power-button press while the first stop runs must not cut it short.
-if ! mkdir "$APPLIANCE_LOCK" 2>/dev/null; then
+if ! take_lock; then
     log "a stop is already running; ${1:-nothing} left to it"
     exit 0
 fi
@@ -79,7 +97,7 @@ for _svc in $(reversed_services); do
 done
 sync
 if [ -z "${1:-}" ]; then
-    rmdir "$APPLIANCE_LOCK"
+    rm -rf "$APPLIANCE_LOCK"
     exit 0
 fi
 exec "$APPLIANCE_POWER/$1"

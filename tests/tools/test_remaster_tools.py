@@ -345,13 +345,15 @@ def run_stop(tmp: Path, *args: str, timeout: int = 2) -> tuple[subprocess.Comple
     env = {"PATH": "/usr/bin:/bin", "APPLIANCE_CONF": str(tmp / "conf"),
            "APPLIANCE_LOG": str(tmp / "stop.log"), "APPLIANCE_INITD": str(tmp / "init.d"),
            "APPLIANCE_CONSOLE": str(console), "APPLIANCE_STOP_TIMEOUT": str(timeout),
-           "APPLIANCE_LOCK": str(tmp / "lock"), "APPLIANCE_POWER": str(tmp / "power")}
+           "APPLIANCE_LOCK": str(tmp / "lock"), "APPLIANCE_POWER": str(tmp / "power"),
+           "APPLIANCE_BOOT_ID": str(tmp / "boot_id")}
     done = subprocess.run(["busybox", "sh", str(TEMPLATES / "appliance-stop.sh"), *args],
                           env=env, capture_output=True, text=True, timeout=60)
     return done, console.read_text()
 
 
 def stop_guest(tmp: Path, hanging: str = "") -> None:
+    (tmp / "boot_id").write_text("boot-2\n")
     (tmp / "conf").mkdir()
     (tmp / "conf" / "services").write_text("containerd\nfaasd\nnotloaded\n")
     order = tmp / "order"
@@ -388,3 +390,21 @@ def test_without_an_action_it_only_stops_and_can_run_again(tmp_path):
     assert (tmp_path / "order").read_text().split() == [
         "faasd", "containerd", "faasd", "containerd", "poweroff"]
     assert run_stop(tmp_path, "halt")[0].returncode == 2
+
+
+def test_a_lock_left_by_an_earlier_boot_does_not_block_the_stop(tmp_path):
+    # a traditional install keeps /tmp on the disk: the lock of the last power-off survives
+    stop_guest(tmp_path)
+    (tmp_path / "lock").mkdir()
+    (tmp_path / "lock" / "owner").write_text(f"boot-1 {os.getpid()}\n")
+    done, console = run_stop(tmp_path, "poweroff")
+    assert done.returncode == 0 and console.count("APPLIANCE-STOP") == 2
+    assert (tmp_path / "order").read_text().split()[-1] == "poweroff"
+
+
+def test_a_running_stop_of_this_boot_is_left_to_finish(tmp_path):
+    stop_guest(tmp_path)
+    (tmp_path / "lock").mkdir()
+    (tmp_path / "lock" / "owner").write_text(f"boot-2 {os.getpid()}\n")  # alive: this test
+    done, console = run_stop(tmp_path, "poweroff")
+    assert done.returncode == 0 and console == "" and not (tmp_path / "order").exists()
