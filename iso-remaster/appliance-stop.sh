@@ -77,8 +77,10 @@ boot_id() {
 # power-off where /tmp is on the disk (a traditional install), so it names its boot and pid.
 take_lock() {
     if ! mkdir "$APPLIANCE_LOCK" 2>/dev/null; then
+        # acpid2 gets one press twice (input layer and netlink): an owner not yet written
+        # is a stop that has just started
         read -r _boot _pid < "$APPLIANCE_LOCK/owner" 2>/dev/null
-        if [ "$_boot" = "$(boot_id)" ] && [ -n "$_pid" ] && kill -0 "$_pid" 2>/dev/null; then
+        if [ -z "$_boot" ] || { [ "$_boot" = "$(boot_id)" ] && kill -0 "$_pid" 2>/dev/null; }; then
             return 1
         fi
         log "a stale lock (boot ${_boot:-?}, pid ${_pid:-?}) taken over"

@@ -408,3 +408,10 @@ def test_a_running_stop_of_this_boot_is_left_to_finish(tmp_path):
     (tmp_path / "lock" / "owner").write_text(f"boot-2 {os.getpid()}\n")  # alive: this test
     done, console = run_stop(tmp_path, "poweroff")
     assert done.returncode == 0 and console == "" and not (tmp_path / "order").exists()
+
+
+def test_a_lock_without_its_owner_yet_is_a_stop_just_started(tmp_path):
+    stop_guest(tmp_path)
+    (tmp_path / "lock").mkdir()  # the other stop has made the lock, not yet written owner
+    done, console = run_stop(tmp_path, "poweroff")
+    assert done.returncode == 0 and console == "" and not (tmp_path / "order").exists()
