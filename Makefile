@@ -16,7 +16,7 @@ INSTALL_MODE ?= traditional
 IMAGE_PACKAGES := packer qemu-system-x86 qemu-utils squashfs-tools xorriso skopeo gcc-11 \
 	build-essential bc bison flex libelf-dev kmod cpio openssh-client python3-venv curl \
 	ca-certificates
-TEST_PACKAGES := isolinux syslinux-utils extlinux syslinux-common busybox-static dropbear-bin \
+TEST_PACKAGES := isolinux syslinux-utils extlinux syslinux-common busybox-static acpid dropbear-bin \
 	e2fsprogs containerd runc containernetworking-plugins iptables linux-source-6.1 \
 	docker-registry libxml2-utils shellcheck fdisk patchelf openssh-sftp-server
 APT_PACKAGES := $(IMAGE_PACKAGES) $(TEST_PACKAGES)
@@ -31,7 +31,7 @@ help:
 	@echo "make bench      one cold + no-op build, remaster vs xorriso, sizes, boot time (table)"
 	@echo "make test       run every test tier: unit, tools and vm (what CI runs)"
 	@echo "make test-fast  unit tests only (seconds)"
-	@echo "make lint       ruff + shellcheck + actionlint and zizmor on the workflows"
+	@echo "make lint       ruff, shellcheck, the applet lint (tc11 commands only), actionlint and zizmor"
 	@echo "make deps       install Debian packages and the Python virtualenv"
 	@echo "make clean      remove build/ and out/ (keeps cache/)"
 	@echo "make distclean  also remove cache/ and .venv/"
@@ -96,6 +96,7 @@ test-vm: deps
 
 lint: venv
 	$(PY) -m ruff check appliance tests pipeline.py
+	$(PY) -m tests.applet_lint
 	@files=$$(git ls-files 'packer/*.sh' 'packer/scripts/*' 'iso-remaster/*' 'overlays/*' 'tests/standin/*' | \
 		while read -r f; do [ -f "$$f" ] && head -1 "$$f" | grep -qE '^#!.*\b(sh|ash)\b' && echo "$$f"; done); \
 	if [ -n "$$files" ]; then shellcheck -s sh $$files; else echo "shellcheck: no shell scripts yet"; fi

@@ -64,9 +64,69 @@ def check_boot_token(value: str) -> str:
     return value
 
 
+# Tiny Core reads NAME=VALUE boot codes with `case` globs in this order, so a code whose
+# name merely starts with one of these words is taken as that code (`hostname=x` sets
+# `host`): tinycorelinux/Core-scripts etc/init.d/tc-config @ 0ed6e60 (the `*=*` branch of
+# its cmdline loop), and `restore*` in etc/init.d/tc-restore.sh @ 0ed6e60.
+TC_PREFIX_CODES = (
+    "waitusb", "lang", "kmap", "tz", "desktop", "ntpserver", "icons", "noicons", "user",
+    "home", "tcvd", "opt", "swapfile", "resume", "host", "nfsmount", "tftplist", "httplist",
+    "aoe", "nbd", "mydata", "pretce", "xvesa", "blacklist", "iso", "restore",
+)  # fmt: skip
+
+
+def prefix_misread(code: str) -> str | None:
+    """The Tiny Core code that tc-config would take `code` for, if it is not that code."""
+    name, sep, _value = code.partition("=")
+    if not sep:
+        return None  # flags are matched exactly
+    for word in TC_PREFIX_CODES:
+        if name.startswith(word):
+            return None if name == word else word
+    return None
+
+
+def check_boot_code(value: str) -> str:
+    check_boot_token(value)
+    taken_for = prefix_misread(value)
+    if taken_for:
+        raise ValueError(
+            f"'{value}' would be read by Tiny Core's tc-config as '{taken_for}' (it matches "
+            f"boot codes by prefix, `{taken_for}*`); use '{taken_for}=...' if that is meant, "
+            "else drop the code"
+        )
+    return value
+
+
+# Where the live ISO's mydata.tgz is: Tiny Core's restore scan skips CD drives (tc-misc
+# autoscan-devices.c with /etc/init.d/tc_noscan.lst, Core-scripts @ 0ed6e60), so only
+# `restore=sr0` finds it (jschlatow/tinycore-remaster boots its ISO with exactly that).
+LIVE_RESTORE_CODE = "restore=sr0"
+
+
+def restore_conflict(live: list[str]) -> str | None:
+    """Why boot codes `live` cannot take LIVE_RESTORE_CODE (None: they can)."""
+    for code in live:
+        if code == "norestore":
+            return ("'norestore' keeps the live system from restoring the recipe's `restore` "
+                    "files; remove it or the `restore` entries")
+        if code.partition("=")[0] == "restore" and code != LIVE_RESTORE_CODE:
+            return (f"'{code}' points the restore away from the CD, where the recipe's "
+                    f"`restore` files are (mydata.tgz); remove it (the pipeline adds "
+                    f"'{LIVE_RESTORE_CODE}')")
+    return None
+
+
+def live_codes_with_restore(live: list[str], has_restore: bool) -> list[str]:
+    """boot.live, plus LIVE_RESTORE_CODE when the recipe has `restore` entries."""
+    if not has_restore or LIVE_RESTORE_CODE in live:
+        return list(live)
+    return [*live, LIVE_RESTORE_CODE]
+
+
 Url = Annotated[str, AfterValidator(check_url)]
 Name = Annotated[str, AfterValidator(check_name)]
-BootToken = Annotated[str, AfterValidator(check_boot_token)]
+BootToken = Annotated[str, AfterValidator(check_boot_code)]
 
 
 class Strict(BaseModel):
@@ -397,6 +457,14 @@ class Recipe(Strict):
         if self.console_autologin or "noautologin" in codes:
             return list(codes)
         return [*codes, "noautologin"]
+
+    @model_validator(mode="after")
+    def restore_reaches_the_cd(self) -> Recipe:
+        if self.restore:
+            conflict = restore_conflict(self.boot.live)
+            if conflict:
+                raise ValueError(f"boot.live: {conflict}")
+        return self
 
     def mirror_urls(self, path: str) -> tuple[str, ...]:
         """A mirror file (relative to <mirror>/<N>.x/<arch>/, or a URL) on every mirror."""

@@ -21,7 +21,8 @@ export PATH
 : "${APPLIANCE_SHADOW:=/etc/shadow}"
 : "${APPLIANCE_SETHOSTNAME:=/usr/bin/sethostname}"
 : "${APPLIANCE_BOOTLOCAL:=/opt/bootlocal.sh}"
-: "${APPLIANCE_ACPID:=acpid}"
+: "${APPLIANCE_ACPID:=/usr/local/sbin/acpid}"
+: "${APPLIANCE_ACPI_EVENTS:=/usr/local/etc/acpi/events}"
 : "${APPLIANCE_TCEDIR_LINK:=/etc/sysconfig/tcedir}"
 : "${APPLIANCE_ROOT:=}"
 STATE_DIRS="var/lib/containerd var/lib/faasd var/lib/faasd-provider"
@@ -175,14 +176,16 @@ start_ssh() {
     fi
 }
 
-# The power button (a hypervisor's "shut down") through busybox acpid and
-# /etc/acpi/PWRF/00000080, when this busybox has acpid (not confirmed for tc11's).
+# The power button (a hypervisor's "shut down") through acpid.tcz's acpid2 and the rule
+# in /usr/local/etc/acpi/events/power-button (/opt/appliance-stop.sh poweroff). Tiny Core's
+# busybox has no acpid (oVirt/ovirt-tinycore-linux busybox-1.34.1_config_* @ 9d9ab19). The
+# rule folder is given with -c: builds of acpid2 differ in their compiled-in default.
 start_acpid() {
-    if ! command -v "$APPLIANCE_ACPID" >/dev/null 2>&1; then
-        log "no acpid: the power button will do nothing"
+    if [ ! -x "$APPLIANCE_ACPID" ]; then
+        log "no acpid ($APPLIANCE_ACPID: acpid.tcz is not loaded): the power button will do nothing"
         return 0
     fi
-    if "$APPLIANCE_ACPID" -c /etc/acpi -l /var/log/acpid.log >> "$APPLIANCE_LOG" 2>&1; then
+    if "$APPLIANCE_ACPID" -c "$APPLIANCE_ACPI_EVENTS" >> "$APPLIANCE_LOG" 2>&1; then
         log "acpid started (the power button powers off)"
     else
         log "acpid did not start: the power button will do nothing"

@@ -96,8 +96,10 @@ def appliance_files(settings: LiveSettings, templates: Path) -> list[cpio.Entry]
         _staff("opt/.xfiletool.lst", template("xfiletool.lst"), 0o664),
         _staff("opt/bootsync.sh", template("bootsync.sh"), 0o775),
         _staff("opt/bootlocal.sh", template("bootlocal.sh"), 0o775),
-        # busybox acpid's handler for the power button (its action for PWRF events)
-        cpio.file("etc/acpi/PWRF/00000080", template("power-button.sh"), 0o755),
+        # every power-off and reboot stops the services first (Tiny Core's shutdown does not)
+        cpio.file("opt/appliance-stop.sh", template("appliance-stop.sh"), 0o755),
+        # acpid.tcz's (acpid2) rule for the ACPI power button: appliance-stop.sh poweroff
+        cpio.file("usr/local/etc/acpi/events/power-button", template("acpi-power-button")),
         cpio.file(f"{SETTINGS}/hostname", f"{settings.hostname}\n".encode()),
         cpio.file(f"{SETTINGS}/services", "".join(f"{s}\n" for s in settings.services).encode()),
         cpio.file(f"{SETTINGS}/ready_timeout", f"{settings.ready_timeout}\n".encode()),

@@ -282,6 +282,7 @@ def check_variant(target: Target, options: Options, accel: Accel,
                 kept = keep_logs(work, target.image)
                 return Verdict(target.image, tuple(results), f"boot {n}: {result.problem}",
                                kept / f"{target.image.name}.{spec.serial_log.name}", variant)
+        keep_logs(work, target.image)  # a PASS keeps them too: how each power-off went
     return Verdict(target.image, tuple(results), variant=variant)
 
 

@@ -7,32 +7,29 @@
 # key (the recipe's own authorized_keys, if its restore data has one, is put back). Then it
 # fills the free space with zeros so the qcow2 compresses, and syncs.
 #
-# Input: APPLIANCE_MODE (traditional|frugal), APPLIANCE_SERVICES (start order).
+# Input: APPLIANCE_MODE (traditional|frugal); the services come from /opt/appliance-stop.sh.
 set -eu
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
 
 : "${APPLIANCE_MODE:=traditional}"
-: "${APPLIANCE_SERVICES:=containerd faasd}"
+: "${APPLIANCE_STOP:=/opt/appliance-stop.sh}"
 
 RECORD=/usr/local/share/tc-appliance
 STATE_DIRS="/var/lib/containerd /var/lib/faasd /var/lib/faasd-provider /var/lib/cni"
-INITD=/usr/local/etc/init.d
 
 say() {
     echo "cleanup: $*"
 }
 
+# The same stop as every power-off (/opt/appliance-stop.sh, from appliance.gz): services in
+# reverse order, bounded waits, an APPLIANCE-STOP line each on the console.
 stop_services() {
-    _reversed=""
-    for _service in $APPLIANCE_SERVICES; do
-        _reversed="$_service $_reversed"
-    done
-    for _service in $_reversed; do
-        if [ -x "$INITD/$_service" ]; then
-            "$INITD/$_service" stop >/dev/null 2>&1 || say "$_service stop failed; going on"
-        fi
-    done
+    if [ -x "$APPLIANCE_STOP" ]; then
+        "$APPLIANCE_STOP" || say "appliance-stop.sh failed; going on"
+    else
+        say "$APPLIANCE_STOP is missing; services not stopped"
+    fi
 }
 
 # Leftover container mounts under the state folders would make rm fail half-way.

@@ -67,8 +67,8 @@ find_cd() {
     return 1
 }
 
-# The device node of a new partition: udev (Tiny Core) or mdev (the stand-in) makes it; if
-# neither did within a few seconds, it is made from sysfs.
+# The device node of a new partition: udev (Tiny Core's base) makes it; if it did not within
+# a few seconds, it is made from sysfs.
 wait_for_node() {
     _node=$1
     _tries=0
@@ -77,7 +77,6 @@ wait_for_node() {
             udevadm trigger --subsystem-match=block 2>/dev/null || true
             udevadm settle 2>/dev/null || true
         fi
-        command -v mdev >/dev/null 2>&1 && mdev -s 2>/dev/null
         [ -b "$_node" ] && break
         sleep 1
         _tries=$((_tries + 1))

@@ -124,6 +124,23 @@ SPECS = (
         deps=("ipv6-netfilter-KERNEL.tcz",),
         version_of="iptables",
     ),
+    # Tiny Core's busybox has no acpid; its repository has acpid.tcz, acpid2, with the daemon
+    # in /usr/local/sbin and rules in /usr/local/etc/acpi/events/ (oVirt/ovirt-tinycore-linux
+    # repackages it). Debian's build keeps its compiled-in rule folder (/etc/acpi/events):
+    # tc's is unconfirmed, so the product must pass -c, and no rule is shipped (harsher).
+    Spec(
+        "acpid",
+        (
+            Take("acpid", "/usr/sbin/acpid", SBIN),
+            Take("acpid", "/usr/bin/acpi_listen", BIN),
+        ),
+        {"Description": "ACPI event daemon (acpid2): runs rules for the power button",
+         "Author": "Ted Felix", "Original-site": "https://sourceforge.net/projects/acpid2/",
+         "Copying-policy": "GPLv2",
+         "Comments": f"{STANDIN_NOTE}.\nRules go in /usr/local/etc/acpi/events/ "
+                     "(acpid -c /usr/local/etc/acpi/events)."},
+        version_of="acpid",
+    ),
 )
 
 

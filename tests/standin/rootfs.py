@@ -1,7 +1,17 @@
 """The stand-in's userland: corepure64.gz, Tiny Core 11's base initramfs, from Debian packages.
 
 What goes in, and why it is shaped so:
-- busybox-static as /bin/busybox with its applet links (Tiny Core's userland is busybox);
+- busybox with links for exactly Tiny Core's applets (the list in tc11_userland.toml): a
+  command tc lacks is `not found`, as on tc11, whose busybox has FEATURE_PREFER_APPLETS and
+  SH_STANDALONE unset (oVirt/ovirt-tinycore-linux src/busybox/busybox-1.34.1_config_* @
+  9d9ab19). Debian's busybox-static has both set (its ash runs every applet compiled in,
+  link or not), so /bin/busybox is Debian's dynamic `busybox` build of the same version
+  (fetched with `apt-get download`: it conflicts with busybox-static as an installed
+  package), interpreter rewritten to /lib; busybox-static is /bin/busybox.suid, as Tiny
+  Core's setuid build, for the applets the dynamic build lacks (su, passwd, crontab...).
+  The stand-in's own boot calls what tc lacks but it needs (mdev, findfs, mkpasswd) as
+  `busybox APPLET`, and the kernel's hotplug helper is a link outside PATH;
+- util-linux's blkid in /sbin, as in tc11's base (tc-functions' find_mountpoint uses it);
 - the boot scripts and configuration in tests/standin/rootfs/ (written for this project with
   tc11's semantics); /opt is group staff and writable by it, so the user edits bootlocal.sh
   and the filetool lists without sudo, as on Tiny Core;
@@ -24,11 +34,13 @@ import os
 import posixpath
 import shutil
 import stat
+import tempfile
+import tomllib
 from pathlib import Path
 
 from appliance.config import DEFAULT_SOURCE_DATE_EPOCH
 from appliance.run import Runner
-from tests.standin import cpio, module_extensions
+from tests.standin import cpio, debfiles, module_extensions
 from tests.standin.cache import cached_build, component_dir
 
 HERE = Path(__file__).resolve().parent
@@ -37,13 +49,18 @@ SUDO_SOURCE = HERE / "sudo.c"
 BUILDER_VERSION = "2"  # bump when the build changes what lands in the archive
 ARCHIVE = "corepure64.gz"
 
-BUSYBOX = Path("/usr/bin/busybox")
+STATIC_BUSYBOX = Path("/usr/bin/busybox")  # busybox-static: /bin/busybox.suid
+DYNAMIC_BUSYBOX_PACKAGE = "busybox"
+BLKID = Path("/sbin/blkid")  # util-linux
+INTERPRETER = "/lib/ld-linux-x86-64.so.2"
+USERLAND = HERE / "tc11_userland.toml"
+HOTPLUG_MDEV = "usr/lib/standin/mdev"  # outside PATH: the stand-in's, not Tiny Core's
 LDCONFIG = Path("/sbin/ldconfig")  # static in Debian's libc-bin
 HOST_LIBDIR = Path("/lib/x86_64-linux-gnu")
 LIBS = (
     "ld-linux-x86-64.so.2", "libc.so.6", "libm.so.6", "libresolv.so.2", "libpthread.so.0",
     "libdl.so.2", "librt.so.1", "libutil.so.1", "libanl.so.1", "libnss_files.so.2",
-    "libnss_dns.so.2", "libcrypt.so.1", "libgcc_s.so.1", "libseccomp.so.2",
+    "libnss_dns.so.2", "libcrypt.so.1", "libgcc_s.so.1", "libseccomp.so.2", "libblkid.so.1",
 )  # fmt: skip
 
 TC_UID = 1001
@@ -52,6 +69,7 @@ STAFF_GID = 50
 DIRECTORIES = {
     "bin": (0, 0, 0o755), "sbin": (0, 0, 0o755), "lib": (0, 0, 0o755),
     "usr/bin": (0, 0, 0o755), "usr/sbin": (0, 0, 0o755), "usr/lib": (0, 0, 0o755),
+    "usr/lib/standin": (0, 0, 0o755),
     "dev": (0, 0, 0o755), "dev/pts": (0, 0, 0o755), "dev/shm": (0, 0, 0o1777),
     "proc": (0, 0, 0o555), "sys": (0, 0, 0o555), "mnt": (0, 0, 0o755),
     "tmp": (0, 0, 0o1777), "root": (0, 0, 0o700), "home": (0, 0, 0o755),
@@ -118,15 +136,66 @@ def module_entries(kernel, runner: Runner, work: Path) -> list[cpio.Entry]:
     return entries
 
 
-def busybox_entries(runner: Runner) -> list[cpio.Entry]:
-    """/bin/busybox and a relative symlink for each applet at busybox's own paths."""
-    listing = runner.run([BUSYBOX, "--list-full"], log="rootfs").output.split()
-    entries = [cpio.file("bin/busybox", BUSYBOX.read_bytes(), 0o755)]
-    for applet in sorted(set(listing)):
-        if "/" not in applet or applet == "bin/busybox":
-            continue  # linuxrc: /init is ours
-        target = posixpath.relpath("bin/busybox", posixpath.dirname(applet))
-        entries.append(cpio.symlink(applet, target))
+def tc_applets() -> list[str]:
+    """Tiny Core 11's busybox applets (tests/standin/tc11_userland.toml, sources there)."""
+    return tomllib.loads(USERLAND.read_text(encoding="utf-8"))["busybox"]["applets"]
+
+
+def dynamic_busybox(runner: Runner) -> Path:
+    """Debian's dynamic busybox binary, of the installed busybox-static's version, cached."""
+    version = debfiles.versions(runner, ["busybox-static"], transitive=False)["busybox-static"]
+    folder = component_dir("debs")
+    binary = folder / f"busybox_{version.replace(':', '%3a')}" / "busybox"
+    if binary.is_file():
+        return binary
+    folder.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=folder))
+    try:
+        runner.run(["apt-get", "download", f"{DYNAMIC_BUSYBOX_PACKAGE}={version}"],
+                   cwd=work, log="rootfs")
+        deb = next(work.glob("*.deb"))
+        runner.run(["dpkg-deb", "-x", deb, work / "x"], log="rootfs")
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(work / "x" / "bin" / "busybox", binary)
+        binary.chmod(0o755)  # run on the host (its own interpreter) to list the applets
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return binary
+
+
+def with_interpreter(runner: Runner, src: Path, work: Path) -> bytes:
+    """`src` with its ELF interpreter at /lib, where Tiny Core has it (there is no /lib64)."""
+    dest = work / f"interp-{src.name}"
+    shutil.copyfile(src, dest)
+    runner.run(["patchelf", "--set-interpreter", INTERPRETER, dest], log="rootfs")
+    data = dest.read_bytes()
+    dest.unlink()
+    return data
+
+
+def applet_paths(runner: Runner, binary: Path) -> dict[str, str]:
+    """applet -> where busybox puts its link (bin/ls, sbin/mdev, usr/bin/wget)."""
+    listing = runner.run([binary, "--list-full"], log="rootfs").output.split()
+    return {path.rsplit("/", 1)[-1]: path for path in listing if "/" in path}
+
+
+def busybox_entries(runner: Runner, work: Path) -> list[cpio.Entry]:
+    """/bin/busybox, /bin/busybox.suid and a link for each of Tiny Core's applets only."""
+    dynamic = dynamic_busybox(runner)
+    paths = {"busybox": applet_paths(runner, dynamic),
+             "busybox.suid": applet_paths(runner, STATIC_BUSYBOX)}
+    entries = [
+        cpio.file("bin/busybox", with_interpreter(runner, dynamic, work), 0o755),
+        cpio.file("bin/busybox.suid", STATIC_BUSYBOX.read_bytes(), 0o4755),
+        cpio.symlink(HOTPLUG_MDEV, "/bin/busybox"),
+    ]
+    for applet in tc_applets():
+        binary = "busybox" if applet in paths["busybox"] else "busybox.suid"
+        path = paths[binary].get(applet)
+        if path is None or path == "bin/busybox":
+            continue  # neither Debian build has it (pkill, nohup...): README lists them
+        target = posixpath.relpath(f"bin/{binary}", posixpath.dirname(path))
+        entries.append(cpio.symlink(path, target))
     return entries
 
 
@@ -138,6 +207,10 @@ def library_entries() -> list[cpio.Entry]:
     ]
     entries.append(cpio.file("sbin/ldconfig", LDCONFIG.read_bytes(), 0o755))
     return entries
+
+
+def blkid_entry(runner: Runner, work: Path) -> cpio.Entry:
+    return cpio.file("sbin/blkid", with_interpreter(runner, BLKID, work), 0o755)
 
 
 def compile_sudo(runner: Runner, work: Path) -> bytes:
@@ -178,13 +251,14 @@ def rootfs_entries(kernel, runner: Runner, work: Path) -> list[cpio.Entry]:
     ours = tree_entries()
     ours += [cpio.file("usr/bin/sudo", compile_sudo(runner, work), 0o4755)]
     ours += library_entries()
+    ours += [blkid_entry(runner, work)]
     ours += module_entries(kernel, runner, work)
     ours += [
         cpio.char_device("dev/console", 5, 1, 0o600),
         cpio.char_device("dev/null", 1, 3, 0o666),
     ]
     taken = {e.path for e in ours}
-    ours += [e for e in busybox_entries(runner) if e.path not in taken]
+    ours += [e for e in busybox_entries(runner, work) if e.path not in taken]
     taken = {e.path for e in ours}
     ours += [
         cpio.directory(path, mode, uid, gid)
@@ -203,7 +277,10 @@ def build_rootfs(kernel, runner: Runner | None = None) -> Path:
         "release": kernel.release,
         "tree": tree_digest(TREE),
         "sudo.c": sha256(SUDO_SOURCE),
-        "busybox": sha256(BUSYBOX),
+        "busybox": sha256(dynamic_busybox(runner)),
+        "busybox.suid": sha256(STATIC_BUSYBOX),
+        "blkid": sha256(BLKID),
+        "userland": sha256(USERLAND),
         "ldconfig": sha256(LDCONFIG),
         "gcc": runner.run(["gcc", "-dumpfullversion"], log="rootfs").output.strip(),
         "libs": {name: sha256(HOST_LIBDIR / name) for name in LIBS},

@@ -285,12 +285,11 @@ def test_bootsync_without_a_hash_locks_tcs_default_password_once(guest):
 def test_bootsync_starts_acpid_for_the_power_button_when_there_is_one(guest):
     script(guest / "acpid", f'echo "$@" > {guest}/acpid.args\n')
     log = run_bootsync(guest, APPLIANCE_ACPID=str(guest / "acpid"))
-    assert (guest / "acpid.args").read_text().split() == ["-c", "/etc/acpi", "-l",
-                                                         "/var/log/acpid.log"]
+    assert (guest / "acpid.args").read_text().split() == ["-c", "/usr/local/etc/acpi/events"]
     assert "acpid started" in log
     (guest / "bootlocal.ran").unlink()
     log = run_bootsync(guest, APPLIANCE_ACPID=str(guest / "no-such-acpid"))
-    assert "no acpid: the power button will do nothing" in log
+    assert "acpid.tcz is not loaded): the power button will do nothing" in log
 
 
 def test_bootsync_without_an_ssh_server_says_so_and_goes_on(guest):
@@ -350,3 +349,84 @@ def test_bootsync_binds_nothing_without_appliance_state(guest):
     (guest / "tcedir").symlink_to(guest / "disk" / "tce")
     log = run_bootsync(guest, APPLIANCE_ROOT=str(guest / "root"))
     assert "kept on the disk" not in log and not (guest / "root").exists()
+
+
+# --- appliance-stop.sh: services stopped last-first, bounded, then the power action ---------
+
+
+def run_stop(tmp: Path, *args: str, timeout: int = 2) -> tuple[subprocess.CompletedProcess, str]:
+    console = tmp / "console"
+    console.touch()
+    env = {"PATH": "/usr/bin:/bin", "APPLIANCE_CONF": str(tmp / "conf"),
+           "APPLIANCE_LOG": str(tmp / "stop.log"), "APPLIANCE_INITD": str(tmp / "init.d"),
+           "APPLIANCE_CONSOLE": str(console), "APPLIANCE_STOP_TIMEOUT": str(timeout),
+           "APPLIANCE_LOCK": str(tmp / "lock"), "APPLIANCE_POWER": str(tmp / "power"),
+           "APPLIANCE_BOOT_ID": str(tmp / "boot_id")}
+    done = subprocess.run(["busybox", "sh", str(TEMPLATES / "appliance-stop.sh"), *args],
+                          env=env, capture_output=True, text=True, timeout=60)
+    return done, console.read_text()
+
+
+def stop_guest(tmp: Path, hanging: str = "") -> None:
+    (tmp / "boot_id").write_text("boot-2\n")
+    (tmp / "conf").mkdir()
+    (tmp / "conf" / "services").write_text("containerd\nfaasd\nnotloaded\n")
+    order = tmp / "order"
+    for name in ("containerd", "faasd"):
+        stop = "sleep 30" if name == hanging else f'echo {name} >> "{order}"'
+        script(tmp / "init.d" / name, f'[ "$1" = stop ] && {stop}\nexit 0\n')
+    script(tmp / "power" / "poweroff", f'echo poweroff >> "{order}"\n')
+    script(tmp / "power" / "reboot", f'echo reboot >> "{order}"\n')
+
+
+def test_stop_runs_services_last_first_then_powers_off(tmp_path):
+    stop_guest(tmp_path)
+    done, console = run_stop(tmp_path, "poweroff")
+    assert done.returncode == 0, done.stderr
+    assert console == "APPLIANCE-STOP faasd ok\nAPPLIANCE-STOP containerd ok\n"
+    assert (tmp_path / "order").read_text().split() == ["faasd", "containerd", "poweroff"]
+    assert "notloaded is not loaded" in (tmp_path / "stop.log").read_text()
+
+
+def test_a_hanging_stop_is_cut_short_and_reported(tmp_path):
+    stop_guest(tmp_path, hanging="faasd")
+    start = time.monotonic()
+    done, console = run_stop(tmp_path, "reboot", timeout=2)
+    assert time.monotonic() - start < 20
+    assert console == "APPLIANCE-STOP faasd timeout\nAPPLIANCE-STOP containerd ok\n"
+    assert (tmp_path / "order").read_text().split() == ["containerd", "reboot"]
+
+
+def test_without_an_action_it_only_stops_and_can_run_again(tmp_path):
+    stop_guest(tmp_path)
+    assert run_stop(tmp_path)[0].returncode == 0
+    done, console = run_stop(tmp_path, "poweroff")  # cleanup.sh, then Packer's shutdown
+    assert done.returncode == 0
+    assert (tmp_path / "order").read_text().split() == [
+        "faasd", "containerd", "faasd", "containerd", "poweroff"]
+    assert run_stop(tmp_path, "halt")[0].returncode == 2
+
+
+def test_a_lock_left_by_an_earlier_boot_does_not_block_the_stop(tmp_path):
+    # a traditional install keeps /tmp on the disk: the lock of the last power-off survives
+    stop_guest(tmp_path)
+    (tmp_path / "lock").mkdir()
+    (tmp_path / "lock" / "owner").write_text(f"boot-1 {os.getpid()}\n")
+    done, console = run_stop(tmp_path, "poweroff")
+    assert done.returncode == 0 and console.count("APPLIANCE-STOP") == 2
+    assert (tmp_path / "order").read_text().split()[-1] == "poweroff"
+
+
+def test_a_running_stop_of_this_boot_is_left_to_finish(tmp_path):
+    stop_guest(tmp_path)
+    (tmp_path / "lock").mkdir()
+    (tmp_path / "lock" / "owner").write_text(f"boot-2 {os.getpid()}\n")  # alive: this test
+    done, console = run_stop(tmp_path, "poweroff")
+    assert done.returncode == 0 and console == "" and not (tmp_path / "order").exists()
+
+
+def test_a_lock_without_its_owner_yet_is_a_stop_just_started(tmp_path):
+    stop_guest(tmp_path)
+    (tmp_path / "lock").mkdir()  # the other stop has made the lock, not yet written owner
+    done, console = run_stop(tmp_path, "poweroff")
+    assert done.returncode == 0 and console == "" and not (tmp_path / "order").exists()

@@ -124,7 +124,7 @@ def test_lock_and_locked_fetch_resolve_every_pin_from_the_mirror(built, site):
     assert lock["first_use_accepted"] == {p["key"]: p["sha256"] for p in lock["pins"]}
     kver = built.kernel.release
     names = [f"{n}.tcz" for n in ("openssh", "e2fsprogs", "syslinux")] + [
-        f"ipv6-netfilter-{kver}.tcz", "iptables.tcz", f"net-bridging-{kver}.tcz"]
+        f"ipv6-netfilter-{kver}.tcz", "iptables.tcz", f"net-bridging-{kver}.tcz", "acpid.tcz"]
     assert lock["extensions"]["order"] == names  # deps first: netfilter before iptables
     assert lock["extensions"]["deps"]["iptables.tcz"] == [f"ipv6-netfilter-{kver}.tcz"]
     pins = {p["key"]: p for p in lock["pins"]}

@@ -72,6 +72,27 @@ def test_bad_boot_code(tmp_path, code, shown):
     ]
 
 
+@pytest.mark.parametrize("field, code, taken_for", [
+    ("disk", "hostname=x", "host"), ("live", "options=1", "opt"),
+    ("disk", "username=y", "user"), ("live", "tzdata=UTC", "tz"),
+    ("disk", "restore_from=sda1", "restore"), ("live", "isolinux=1", "iso"),
+])
+def test_boot_code_misread_by_prefix_is_refused(tmp_path, field, code, taken_for):
+    path = write(tmp_path, "r.toml", MINIMAL + f'\n[boot]\n{field} = ["{code}"]\n')
+    assert problems(path) == [
+        f"{path}: boot.{field}[0]: '{code}' would be read by Tiny Core's tc-config as "
+        f"'{taken_for}' (it matches boot codes by prefix, `{taken_for}*`); use "
+        f"'{taken_for}=...' if that is meant, else drop the code"
+    ]
+
+
+def test_exact_prefix_codes_and_flags_are_accepted(tmp_path):
+    codes = ["host=x", "user=tc", "opt=sda1", "tz=UTC", "home=LABEL=data", "noicons=1",
+             "swapfile=sda1", "hostflag", "restore=sr0", "waitusb=5:LABEL=x"]
+    path = write(tmp_path, "r.toml", MINIMAL + f"\n[boot]\ndisk = {json.dumps(codes)}\n")
+    assert config.load([path]).recipe.boot.disk == codes
+
+
 def test_noembed_refused_on_live_and_cde_on_disk(tmp_path):
     path = write(tmp_path, "r.toml", MINIMAL + '\n[boot]\nlive = ["noembed"]\ndisk = ["cde"]\n')
     found = problems(path)

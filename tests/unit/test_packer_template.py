@@ -77,7 +77,7 @@ def test_the_source_is_what_design_section_6_says(tmp_path):
     assert src["disk_interface"] == "ide" and src["net_device"] == "e1000"
     assert src["format"] == "qcow2" and src["headless"] is True
     assert src["ssh_username"] == "tc"
-    assert src["shutdown_command"] == "sudo poweroff"
+    assert src["shutdown_command"] == "sudo /opt/appliance-stop.sh poweroff"
     assert src["qemuargs"][0] == ["-serial", "file:${var.serial_log}"]
     vals = variables(parsed)
     assert vals["iso_url"] == (tmp_path / "appliance.iso").as_uri()

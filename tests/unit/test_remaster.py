@@ -162,10 +162,13 @@ def test_appliance_gz_carries_what_the_installed_system_keeps(done):
         assert members[name].data == (TEMPLATES / template).read_bytes()
         assert (members[name].uid, members[name].gid) == (0, 50)
     assert stat.S_IMODE(members["opt/bootsync.sh"].mode) == 0o775
-    button = members["etc/acpi/PWRF/00000080"]  # busybox acpid's power-button action
-    assert button.data == (TEMPLATES / "power-button.sh").read_bytes()
-    assert stat.S_IMODE(button.mode) == 0o755 and button.uid == 0
-    assert stat.S_ISDIR(members["etc/acpi/PWRF"].mode)
+    stop = members["opt/appliance-stop.sh"]  # every power-off stops the services first
+    assert stop.data == (TEMPLATES / "appliance-stop.sh").read_bytes()
+    assert stat.S_IMODE(stop.mode) == 0o755 and stop.uid == 0
+    button = members["usr/local/etc/acpi/events/power-button"]  # acpid.tcz's (acpid2) rule
+    assert b"\nevent=button/power.*\naction=/opt/appliance-stop.sh poweroff\n" in button.data
+    assert stat.S_IMODE(button.mode) == 0o644 and button.uid == 0
+    assert "etc/acpi/PWRF/00000080" not in members  # busybox acpid's: tc11 has none
     # the kernel re-applies a directory's owner and mode: /opt keeps the base's root:staff 775
     opt = members["opt"]
     assert stat.S_ISDIR(opt.mode) and stat.S_IMODE(opt.mode) == 0o775 and opt.gid == 50

@@ -76,6 +76,22 @@ def test_field_errors(tmp_path, line, message):
     assert message in problems(tmp_path, line + "\n")
 
 
+@pytest.mark.parametrize("code", ["restore=sda1", "norestore"])
+def test_restore_entries_refuse_a_live_code_that_misses_the_cd(tmp_path, code):
+    shown = problems(tmp_path, f'[boot]\nlive = ["cde", "{code}"]\n'
+                               '[[restore]]\nsource = "x"\npath = "etc/x"\n')
+    assert f"boot.live: '{code}'" in shown
+
+
+@pytest.mark.parametrize("live, has_restore, expected", [
+    (["cde"], True, ["cde", "restore=sr0"]),
+    (["cde", "restore=sr0"], True, ["cde", "restore=sr0"]),
+    (["cde"], False, ["cde"]),
+])
+def test_live_codes_get_restore_sr0_with_restore_entries(live, has_restore, expected):
+    assert config.live_codes_with_restore(live, has_restore) == expected
+
+
 def test_restore_sources_are_relative_to_the_recipe_file(tmp_path):
     path = recipe_file(tmp_path, '[[restore]]\nsource = "site/motd"\npath = "etc/motd"\n')
     loaded = config.load([path])
@@ -166,6 +182,8 @@ def test_stage_from_the_fetch_stage_alone(ctx, tmp_path, monkeypatch):
     assert iso.read("/cde/onboot.lst") == b"openssl.tcz\nopenssh.tcz\n"
     assert iso.read("/cde/optional/openssh.tcz.dep") == b"openssl.tcz\n"
     assert iso.names("/") == ["boot", "cde", "mydata.tgz"]
+    # the restore scan skips CD drives (tc_noscan.lst): only restore=sr0 finds mydata.tgz
+    assert " restore=sr0 " in iso.read("/boot/isolinux/isolinux.cfg").decode()
     members = iso.members("/boot/build.gz")
     key = (tmp_path / "cache" / "keys" / "build_ed25519.pub").read_text().strip()
     assert members["home/tc/.ssh/authorized_keys"].data == f"{key}\n".encode()

@@ -94,7 +94,9 @@ def check_verified(demo: Demo, root_line: str) -> None:
     info = qemu_img_info(demo.qcow2())
     assert info["format"] == "qcow2" and info["virtual-size"] == 2048 * 1024 * 1024
     assert not (demo.build / "packer" / "output").exists()
-    assert (demo.build / "logs" / "packer-serial.log").stat().st_size > 0
+    serial = (demo.build / "logs" / "packer-serial.log").read_text(errors="replace")
+    # cleanup.sh stops the services through /opt/appliance-stop.sh, last-first
+    assert re.search(r"APPLIANCE-STOP faasd ok\s+APPLIANCE-STOP containerd ok", serial)
 
 
 def test_make_demo_traditional_gives_a_verified_qcow2(traditional):
@@ -272,8 +274,16 @@ def test_image_boots_the_qcow2_and_the_ovas_disk_twice_each(traditional):
     assert len(verdicts) == 2 and all(v.startswith("test-image: PASS") for v in verdicts)
     assert any(".qcow2 " in v for v in verdicts) and any(".ova " in v for v in verdicts)
     assert all(re.search(r"boot 1: \d+ s, boot 2: \d+ s", v) for v in verdicts)
-    # busybox acpid in the appliance turns the ACPI power button into a clean poweroff
+    # acpid.tcz (the stand-in's busybox has no acpid, as tc11's) turns the ACPI power button
+    # into /opt/appliance-stop.sh poweroff: services stopped last-first, then the power-off
     assert result.stderr.count("powered off") == 4, result.stderr[-4000:]
+    kept = traditional.build / "logs" / "test-image"
+    for image in (traditional.qcow2(), traditional.out / f"{traditional.qcow2().stem}.ova"):
+        for boot in (1, 2):
+            serial = (kept / f"{image.name}.boot{boot}-serial.log").read_text(errors="replace")
+            stops = re.findall(r"^APPLIANCE-STOP (\S+) (\S+)\s*$", serial, re.MULTILINE)
+            assert stops == [("faasd", "ok"), ("containerd", "ok")], serial[-3000:]
+            assert serial.index("APPLIANCE-READY") < serial.index("APPLIANCE-STOP faasd ok")
 
 
 def test_image_boots_the_frugal_install_twice(frugal):

@@ -69,7 +69,7 @@ def bootlocal(body: str) -> tuple[str, int, int, int]:
 SSH_BOOTLOCAL = """
 # DHCP runs in the background (as on Tiny Core): wait for the lease before downloading
 i=0
-until ip route | grep -q '^default' || [ $i -ge 60 ]; do sleep 1; i=$((i + 1)); done
+until route -n | grep -q '^0.0.0.0 ' || [ $i -ge 60 ]; do sleep 1; i=$((i + 1)); done
 su tc -c "tce-load -wi openssh iptables" > /tmp/tceload.log 2>&1
 rc=$?
 [ $rc -eq 0 ] || tail -n 5 /tmp/tceload.log > /dev/console

@@ -22,7 +22,7 @@ from pathlib import Path
 import jinja2
 from pycdlib import pycdlibexception
 
-from appliance import files, keys, log
+from appliance import config, files, keys, log
 from appliance.config import Recipe
 from appliance.engine import Stage, outputs_of
 from appliance.errors import RemasterError
@@ -205,7 +205,8 @@ def inputs_from(ctx) -> Inputs:
         settings=initrd.LiveSettings(recipe.tinycore.guest_mirror, recipe.hostname,
                                      tuple(recipe.services), recipe.ready_timeout,
                                      recipe.tc_password_hash),
-        boot_codes=tuple(recipe.live_boot_codes()),
+        boot_codes=tuple(config.live_codes_with_restore(recipe.live_boot_codes(),
+                                                        bool(recipe.restore))),
         title=f"{recipe.name} {recipe.version} (install, serial console)",
         public_key=public,
         mydata=restore.mydata_tgz(list(recipe.restore), epoch),

@@ -3,7 +3,8 @@
 # Run as root by tc-config, after the extensions are loaded and before /opt/bootsync.sh.
 #
 # Where from: restore=DEV[/dir] wins; else the tce directory when it holds the backup; else
-# the first device with a top-level backup file. Without a backup anywhere, a persistent tce
+# the first device with a top-level backup file that the autoscan looks at (never a CD:
+# scan_devices). Without a backup anywhere, a persistent tce
 # directory becomes the backup device for filetool.sh -b.
 # Exit status: 0 restored, 1 a restore failed, 2 nothing to restore.
 PATH=/usr/local/sbin:/usr/local/bin:/sbin:/bin:/usr/sbin:/usr/bin
@@ -11,7 +12,7 @@ export PATH
 # shellcheck source=/dev/null
 . /etc/init.d/tc-functions
 
-MYDATA=$(bootcode mydata)
+MYDATA=$(prefixcode mydata)
 [ -n "$MYDATA" ] || MYDATA=mydata
 echo "$MYDATA" > /etc/sysconfig/mydata
 TCEDIR=$(tce_dir)
@@ -30,7 +31,8 @@ if bootflag protect; then
     exit 1
 fi
 
-SPEC=$(bootcode restore)
+# restore*=DEV: tc-restore.sh matches the code by prefix too.
+SPEC=$(prefixcode restore)
 [ -n "$SPEC" ] && restore_from "$SPEC"
 
 # The tce directory as DEV/dir, e.g. /mnt/sda1/tce -> sda1/tce.
@@ -39,7 +41,7 @@ if [ "$TCEDIR" != /tmp/tce ]; then
     [ -f "$TCEDIR/$MYDATA.tgz" ] && restore_from "$TCESPEC"
 fi
 
-for DEV in $(block_devices); do
+for DEV in $(scan_devices); do
     WAS=$(mounted_at "$DEV")
     MP=$(mount_device "$DEV") || continue
     [ -f "$MP/$MYDATA.tgz" ] && restore_from "$DEV"
