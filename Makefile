@@ -9,7 +9,7 @@ RECIPE ?= appliance.toml
 PIPELINE_ARGS ?=
 INSTALL_MODE ?= traditional
 
-# Debian/Ubuntu packages (DESIGN.md section 9, DEVELOPERS.md): what `make image` needs, and
+# Debian/Ubuntu packages (docs/architecture.md#tests): what `make image` needs, and
 # what the tests and the offline stand-in need on top (linux-source-6.1 and the stand-in's
 # Debian binaries are Debian 12's; an image build on Ubuntu does not ask for them).
 # gcc-11: the kernel stage builds a tree whose objtool GCC >= 12 rejects (tc11's 5.4.3) with it.

@@ -213,7 +213,7 @@ class Boot(Strict):
         if "noembed" in value:
             raise ValueError(
                 "noembed does not belong on the live ISO: it only installs, and containers "
-                "never run from it (DESIGN.md section 5); put it in boot.disk for frugal mode"
+                "never run from it (docs/decisions.md#install-to-disk); put it in boot.disk for frugal mode"
             )
         return value
 
@@ -326,7 +326,7 @@ HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])
 # `openssl passwd -6` print).
 SHA512_CRYPT = re.compile(r"^\$6\$(rounds=[0-9]{1,9}\$)?[./0-9A-Za-z]{1,16}\$[./0-9A-Za-z]{86}$")
 GUEST_PATH = re.compile(r"^[A-Za-z0-9._@%+,=:~-]+(/[A-Za-z0-9._@%+,=:~-]+)*$")
-# Restore runs before these run (DESIGN.md section 9): a restored copy would silently
+# Restore runs before these run (docs/architecture.md#guest-scripts): a restored copy would silently
 # replace the appliance's own boot scripts.
 PROTECTED_PATHS = ("opt/bootlocal.sh", "opt/bootsync.sh")
 
@@ -488,7 +488,7 @@ class LoadedRecipe:
 
     @property
     def default_lock_path(self) -> Path:
-        # DESIGN.md section 9: `appliance.lock` beside the first recipe file.
+        # docs/architecture.md#recipe-and-lock: `appliance.lock` beside the first recipe file.
         return self.files[0].parent / "appliance.lock"
 
 

@@ -1,4 +1,4 @@
-"""The build SSH key (DESIGN.md section 9): ed25519, made once per checkout under
+"""The build SSH key (docs/decisions.md#build-key): ed25519, made once per checkout under
 cache/keys/ (0600) and reused, so the remastered ISO stays reproducible. Its public half goes
 into the live ISO's build.gz; its private half only to Packer, never into an ISO or an output.
 """

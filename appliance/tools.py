@@ -55,7 +55,7 @@ def parse_version(text: str) -> tuple[int, ...] | None:
 
 
 def packer_generation(version: tuple[int, ...]) -> str:
-    """Which template shape a Packer version needs (DESIGN.md section 6)."""
+    """Which template shape a Packer version needs (docs/architecture.md#packer)."""
     if version < (1, 7):
         return "1.6: no required_plugins block; the qemu builder is bundled"
     if version < (1, 10):

@@ -1,4 +1,4 @@
-"""The extra initrds the live ISO loads after corepure64.gz (DESIGN.md section 9).
+"""The extra initrds the live ISO loads after corepure64.gz (docs/decisions.md#two-initrds).
 
 boot/appliance.gz: what an installed system keeps. /opt/tcemirror (the recipe's
 guest_mirror), /opt/.filetool.lst and /opt/.xfiletool.lst, /opt/bootsync.sh and

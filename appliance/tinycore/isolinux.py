@@ -1,6 +1,6 @@
 """isolinux.cfg: parsed into global directives and label blocks, rewritten from a template.
 
-Real Tiny Core configs differ (tinycore11.md section 1): Core's plain `boot:` prompt with
+Real Tiny Core configs differ (corebook part1/ch10; GNS3/gns3-registry's Packer template types `corepure64` at it): Core's plain `boot:` prompt with
 lowercase `label corepure64` / `label mc`, TinyCorePure64's `UI menu.c32` with uppercase
 directives and four labels, `TEXT HELP` blocks, F-key help files. Syslinux reads keywords
 case-insensitively and treats every keyword that is not label-scoped as global wherever it
@@ -135,12 +135,12 @@ def parse(text: str) -> Config:
 
 def append_line(codes: list[str]) -> str:
     """The kernel arguments of the appliance label; every code checked again (the recipe
-    validated them; this is the renderer's own check, DESIGN.md section 2)."""
+    validated them; this is the renderer's own check: defence in depth)."""
     for code in codes:
         if not BOOT_TOKEN.fullmatch(code):
             raise IsolinuxError(f"boot code {code!r} is not a safe token")
         if code == "noembed":
-            raise IsolinuxError("noembed does not belong on the live ISO (DESIGN.md section 5)")
+            raise IsolinuxError("noembed does not belong on the live ISO: the pivot_root negative control needs the initramfs root")
     return " ".join(["loglevel=3", *codes, CONSOLES])
 
 

@@ -49,7 +49,7 @@ class Marker:
 
 
 def find_marker(serial: str) -> Marker | None:
-    """The first APPLIANCE-* marker line on the serial console (DESIGN.md section 9)."""
+    """The first APPLIANCE-* marker line on the serial console (docs/architecture.md#markers)."""
     match = _MARKER.search(serial.replace("\r", ""))
     if match is None:
         return None

@@ -3,7 +3,7 @@
 The deliverable itself is never booted: each test runs on a fresh copy-on-write qcow2
 overlay in a temporary folder (an OVA's disk is first extracted there). The same overlay
 boots twice, with a clean ACPI power-off in between, because state that must survive a
-reboot is where installs break (DESIGN.md section 9). Serial logs of a failed test are
+reboot is where installs break (docs/architecture.md#tests). Serial logs of a failed test are
 kept in build/logs/test-image/.
 """
 
@@ -32,7 +32,7 @@ DEFAULT_MEMORY_MB = 2048
 # QEMU start -> a marker, per boot: more than the boot plus the recipe's ready_timeout (600 s
 # by default), so a service that hangs is named by its APPLIANCE-NOT-READY, not by our timeout.
 TIMEOUT_S = {"tcg": 1200.0, "kvm": 900.0}
-CPUS = {"tcg": 1, "kvm": 2}  # 2 vCPUs under TCG hung inside runc once (DESIGN.md section 6)
+CPUS = {"tcg": 1, "kvm": 2}  # 2 vCPUs under TCG hung inside runc once (docs/decisions.md#one-vcpu-under-tcg)
 SHUTDOWN_TIMEOUT_S = 120.0
 BOOTS = 2
 HINT = "test-image boots a .qcow2 or .vmdk disk, or the .vmdk inside an .ova"

@@ -1,7 +1,7 @@
 #!/bin/sh
 # cleanup.sh of tc-appliance: the last step on the installed system (as root, through
 # Packer) before it powers off. It removes everything unique to this machine that the build
-# created, so every copy of the image makes its own at its first boot (DESIGN.md section 9):
+# created, so every copy of the image makes its own at its first boot (docs/decisions.md#per-machine-secrets):
 # the faasd basic-auth secrets and the rest of containerd's and faasd's state (verify.sh
 # started them), the SSH host keys, DHCP leases, logs and shell history, and the build's SSH
 # key (the recipe's own authorized_keys, if its restore data has one, is put back). Then it

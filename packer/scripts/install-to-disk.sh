@@ -3,7 +3,7 @@
 # installs Tiny Core with the appliance's extensions onto the VM's disk.
 #
 # Why a disk at all: runc's pivot_root fails with "invalid argument" when / is the
-# initramfs rootfs, which is where Tiny Core runs from the CD (DESIGN.md section 5).
+# initramfs rootfs, which is where Tiny Core runs from the CD (docs/decisions.md#install-to-disk).
 #
 #   traditional  the base initramfs (and appliance.gz) unpacked onto an ext4 partition, every
 #                extension unpacked into it in load order, its tce.installed script run
@@ -35,7 +35,7 @@ STATE=appliance-state
 STATE_DIRS="var/lib/containerd var/lib/faasd var/lib/faasd-provider ssh"
 RECORD=usr/local/share/tc-appliance
 # The last console= is /dev/console: user-space output (the APPLIANCE-* markers) reaches
-# the serial port (DESIGN.md section 9).
+# the serial port (docs/architecture.md#markers).
 CONSOLES="console=tty0 console=ttyS0,115200"
 
 say() {

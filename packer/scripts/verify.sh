@@ -1,7 +1,7 @@
 #!/bin/sh
 # verify.sh of tc-appliance: runs as root (through Packer) on the installed system after the
 # reboot and proves that it is an appliance, not just a booted disk. It prints one verdict
-# line on stdout, which Packer passes on and the packer stage reads (DESIGN.md section 9):
+# line on stdout, which Packer passes on and the packer stage reads (docs/architecture.md#markers):
 #   APPLIANCE-VERIFY: PASS
 #   APPLIANCE-VERIFY: FAIL <reason>      (and exits 1, which fails the Packer build)
 #

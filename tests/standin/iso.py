@@ -27,7 +27,7 @@ from tests.standin.rootfs import build_rootfs, sha256, source_date_epoch
 
 BUILDER_VERSION = "1"  # bump when the ISO changes for the same inputs
 ISO_NAME = "CorePure64-11.1.iso"
-# Unconfirmed for the official ISO (see ../shared/reference/tinycore11.md section 10).
+# Unconfirmed for the official ISO (no public copy of CorePure64-11.1's isolinux.cfg was found).
 VOLUME_ID = "Core"
 ISOLINUX_BIN = Path("/usr/lib/ISOLINUX/isolinux.bin")
 LDLINUX_C32 = Path("/usr/lib/syslinux/modules/bios/ldlinux.c32")

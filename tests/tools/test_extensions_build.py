@@ -260,7 +260,7 @@ def test_a_service_without_an_init_script_is_an_error(world):
 
 
 def test_source_date_epoch_from_the_environment_wins(world, monkeypatch):
-    """DESIGN.md section 3: the variable overrides the recipe; mksquashfs itself refuses it
+    """docs/architecture.md#stage-key: the variable overrides the recipe; mksquashfs itself refuses it
     beside its time options, so the runner drops it from mksquashfs's environment."""
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1714067200")
     out = world.build()

@@ -7,7 +7,7 @@ import pytest
 from appliance.stages.remaster.stage import INITRDS, KERNEL, TEMPLATES, environment
 from appliance.tinycore import isolinux
 
-# Tiny Core's stock Core config, with CorePure64's names (tinycore11.md section 1): lowercase,
+# Tiny Core's stock Core config, with CorePure64's names (corebook part1/ch10; GNS3/gns3-registry's Packer template): lowercase,
 # `implicit`, `prompt` and `timeout` after the labels, F-key help files.
 STOCK = """\
 display boot.msg

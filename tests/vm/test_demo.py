@@ -4,7 +4,7 @@ Each mode runs the real `make demo` into a build folder of its own, from empty t
 qcow2: the stand-in is built (cached) and served for the duration of the build, Packer boots
 the remastered ISO under QEMU, install-to-disk.sh installs, the VM reboots into the disk and
 verify.sh prints APPLIANCE-VERIFY: PASS. The same build folder then serves:
-- the negative control (DESIGN.md section 9): the live ISO, containerd loaded from the CD by
+- the negative control (docs/decisions.md#install-to-disk): the live ISO, containerd loaded from the CD by
   hand, runc's pivot_root fails with "invalid argument" because / is the initramfs;
 - Ctrl-C or SIGTERM during `packer build`: Packer and QEMU stop, no stray qemu, the last good
   build stays.

@@ -1,6 +1,6 @@
 """The remastered stand-in ISO boots under QEMU with nobody at the keyboard, loads openssh
 from the CD's /cde, restores mydata.tgz, takes SSH with the build key only, and says
-APPLIANCE-LIVE on the serial console (DESIGN.md section 9, Markers).
+APPLIANCE-LIVE on the serial console (docs/architecture.md#markers).
 
 test_remastered_iso_boots_unattended: the remaster code on the stand-in's ISO and extensions.
 test_pipeline_build_until_remaster: `pipeline.py build --until remaster` on the stand-in

@@ -1,6 +1,6 @@
 """The OVF descriptor and the OVA manifest (.mf) of the appliance.
 
-The hardware is what the tc11 kernel can drive without extra modules (DESIGN.md section 7):
+The hardware is what the tc11 kernel can drive without extra modules (docs/architecture.md#ovf-and-ova):
 an IDE (PIIX4) or SATA (AHCI) controller, an E1000 network card, BIOS firmware.
 """
 

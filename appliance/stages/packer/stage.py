@@ -1,5 +1,5 @@
 """The packer stage: Packer boots the remastered ISO in QEMU, installs to disk, reboots,
-verifies and hands back a qcow2 (DESIGN.md sections 6 and 9, packer/).
+verifies and hands back a qcow2 (docs/architecture.md#packer, packer/).
 
 Packer's files are rendered into the stage's work directory (build/packer.tmp/); Packer's
 output directory is inside it and must not exist beforehand; the serial console and

@@ -1,4 +1,4 @@
-"""Packer's files for the packer stage, rendered from packer/*.j2 (DESIGN.md section 6).
+"""Packer's files for the packer stage, rendered from packer/*.j2 (docs/architecture.md#packer).
 
 `values()` turns the recipe and the earlier stages' outputs into the var-file's values (pure);
 `render()` writes appliance.pkr.hcl, appliance.pkrvars.hcl, plugins.pkr.hcl (Packer >= 1.7

@@ -1,7 +1,7 @@
 """The live ISO's /cde: every extension of the appliance, and the few it loads at boot.
 
 Tiny Core's `cde` boot code makes tce-setup load `<cdrom>/cde/onboot.lst` from
-`<cdrom>/cde/optional/` (tinycore11.md section 3), with no network. /cde/optional carries
+`<cdrom>/cde/optional/` (tinycorelinux/Core-scripts usr/bin/tce-setup @ 0ed6e60), with no network. /cde/optional carries
 the full set (Tiny Core's, the kernel stage's and ours) with their `.md5.txt` and `.dep`
 files, so the installer copies them from the CD; /cde/onboot.lst names only what the install
 needs (the recipe's `live.onboot`: openssh and the install tools), with every dependency

@@ -1,7 +1,7 @@
 """mydata.tgz: the recipe's `restore` files, restored by Tiny Core into the live system.
 
 tc-config restores the backup after loading the extensions and before /opt/bootsync.sh
-(tinycore11.md section 6): `tar -C / -zxf mydata.tgz`. The remaster puts it at the root of
+(tinycorelinux/Core-scripts usr/bin/filetool.sh @ 0ed6e60): `tar -C / -zxf mydata.tgz`. The remaster puts it at the root of
 the ISO, where `restore=sr0` looks and where the restore's scan of every device finds it
 without a boot code.
 
@@ -50,7 +50,7 @@ def check_member(name: str, host: Path) -> int:
         raise RemasterError(f"restore: {host}: {exc}") from None
     if any(name == p or name.startswith(p + "/") for p in PROTECTED_PATHS):
         raise RemasterError(f"restore: {host} would restore /{name}, the appliance's own "
-                            "boot script", "restore data never carries it (DESIGN.md section 9)")
+                            "boot script", "restore data never carries it: restore runs before it")
     mode = host.lstat().st_mode
     if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
         return stat.S_IFMT(mode)
