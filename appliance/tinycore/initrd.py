@@ -7,6 +7,9 @@ guest_mirror), /opt/.filetool.lst and /opt/.xfiletool.lst, /opt/bootsync.sh and
 0600, only when the recipe sets one). Settings are data files, never pasted into the
 scripts, so the scripts are checked by shellcheck as they ship.
 
+boot/diskroot.gz: the /init of a traditional install (loaded after corepure64.gz, it finds
+the ext4 root by UUID on any disk bus and switch_roots into it); the live ISO never loads it.
+
 boot/build.gz: what only the build needs: the build key's public half as tc's
 /home/tc/.ssh/authorized_keys.
 
@@ -108,6 +111,16 @@ def appliance_files(settings: LiveSettings, templates: Path) -> list[cpio.Entry]
         files.append(cpio.file(f"{SETTINGS}/tc_password_hash",
                                f"{settings.tc_password_hash}\n".encode(), 0o600))
     return files
+
+
+def diskroot_files(templates: Path) -> list[cpio.Entry]:
+    """boot/diskroot.gz: the /init that a traditional install boots with corepure64.gz, to
+    find its ext4 root by UUID on any disk bus (iso-remaster/disk-init.sh)."""
+    path = templates / "disk-init.sh"
+    try:
+        return [cpio.file("init", path.read_bytes(), 0o755)]
+    except OSError as exc:
+        raise RemasterError(f"{path}: cannot read ({exc.strerror})") from None
 
 
 def build_files(public_key: str) -> list[cpio.Entry]:

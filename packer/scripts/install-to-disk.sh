@@ -7,17 +7,24 @@
 #
 #   traditional  the base initramfs (and appliance.gz) unpacked onto an ext4 partition, every
 #                extension unpacked into it in load order, its tce.installed script run
-#                chrooted, depmod + ldconfig; booted with root=/dev/sda1 and no initrd, so the
-#                system depends on no loop mount and no tce.installed marker.
+#                chrooted, depmod + ldconfig; booted with corepure64.gz + diskroot.gz, whose
+#                /init finds the root by its UUID on any disk bus (virtio_blk is a module of
+#                the base) and switch_roots into it, so the system depends on no loop mount
+#                and no tce.installed marker, and / is the ext4 disk.
 #   frugal       kernel + initrds in /boot, the extensions in /tce/optional with onboot.lst,
-#                booted with noembed tce=sda1 (/ is a tmpfs reached by switch_root);
+#                booted with noembed tce=UUID=<uuid> (/ is a tmpfs reached by switch_root);
 #                containerd's, faasd's and sshd's state lives in /appliance-state on the disk
 #                and /opt/bootsync.sh binds it at every boot.
 #
 # The .tcz files come from the CD's /cde/optional (no upload). Input, from the packer
 # stage's environment: APPLIANCE_EXTENSIONS (the load order, "a.tcz b.tcz ..."),
 # APPLIANCE_MODE, APPLIANCE_BOOT_CODES (the recipe's boot.disk), APPLIANCE_KERNEL and
-# APPLIANCE_INITRDS (paths on the CD), APPLIANCE_DISK.
+# APPLIANCE_INITRDS and APPLIANCE_DISKROOT (paths on the CD), APPLIANCE_DISK.
+#
+# The partition is named by the UUID of its filesystem everywhere (root=UUID=, tce=UUID=),
+# never by a device name: it is sda1 on IDE, SATA and virtio-scsi, vda1 on virtio-blk,
+# nvme0n1p1 on NVMe. Tiny Core's find_mountpoint takes UUID= (tinycorelinux/Core-scripts
+# etc/init.d/tc-functions @ 0ed6e60, through /sbin/blkid -lt).
 set -eu
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
@@ -27,6 +34,7 @@ export PATH
 : "${APPLIANCE_BOOT_CODES:=}"
 : "${APPLIANCE_KERNEL:=/boot/vmlinuz64}"
 : "${APPLIANCE_INITRDS:=/boot/corepure64.gz /boot/appliance.gz}"
+: "${APPLIANCE_DISKROOT:=/boot/diskroot.gz}"
 : "${APPLIANCE_DISK:=/dev/sda}"
 
 TARGET=/mnt/appliance-root
@@ -91,7 +99,7 @@ wait_for_node() {
 # One bootable primary Linux partition from 1 MiB to the end (fdisk's commands work for
 # busybox's fdisk and util-linux's alike).
 partition() {
-    [ -b "$APPLIANCE_DISK" ] || die "$APPLIANCE_DISK is not a block device; the VM needs an IDE or SATA disk (tc11 drives no virtio-blk without a module)"
+    [ -b "$APPLIANCE_DISK" ] || die "$APPLIANCE_DISK is not a block device; the build VM attaches its disk as IDE"
     if grep -q "^$APPLIANCE_DISK" /proc/mounts; then
         die "$APPLIANCE_DISK is in use (mounted); refusing to repartition it"
     fi
@@ -101,7 +109,9 @@ partition() {
     printf 'o\nn\np\n1\n2048\n\na\n1\nw\n' | fdisk -u "$APPLIANCE_DISK" >"$SCRATCH/fdisk.log" 2>&1 || true
     wait_for_node "$PART"
     # ext4 without 64bit: what syslinux 6's extlinux can read
-    mkfs.ext4 -q -F -O ^64bit -L tc-appliance "$PART" || die "mkfs.ext4 $PART failed"
+    mkfs.ext4 -q -F -O ^64bit -L tc-appliance -U "$UUID" "$PART" || die "mkfs.ext4 $PART failed"
+    # read by the packer stage into build.json and manifest.json
+    say "root filesystem UUID=$UUID"
     mkdir -p "$TARGET"
     mount -t ext4 "$PART" "$TARGET" || die "cannot mount $PART"
 }
@@ -217,8 +227,11 @@ install_traditional() {
     build_key_into "$TARGET/home/tc"
     mkdir -p "$TARGET/var/lib/containerd" "$TARGET/var/lib/faasd" "$TARGET/var/lib/faasd-provider"
     echo "$APPLIANCE_EXTENSIONS" | tr ' ' '\n' | sed '/^$/d' >"$TARGET/$RECORD/extensions.lst"
-    BOOT_INITRDS=""
-    BOOT_APPEND="root=$PART"
+    mkdir -p "$TARGET/boot"
+    _base=$(echo "$APPLIANCE_INITRDS" | cut -d ' ' -f 1)
+    cp "$(cd_file "$_base")" "$(cd_file "$APPLIANCE_DISKROOT")" "$TARGET/boot/"
+    BOOT_INITRDS="/boot/${_base##*/},/boot/${APPLIANCE_DISKROOT##*/}"
+    BOOT_APPEND="root=UUID=$UUID"
 }
 
 # mydata.tgz for the tce dir: the recipe's restore files plus the build key.
@@ -260,7 +273,9 @@ install_frugal() {
     frugal_backup
     chmod 700 "$TARGET/$STATE"
     chown -R "$TC_IDS" "$TARGET/tce"
-    BOOT_APPEND="noembed tce=${PART#/dev/}"
+    # waitusb: tc-config waits (up to 10 s) until blkid sees the partition, whose driver
+    # udev loads from the base (virtio_blk) while tc-config already runs
+    BOOT_APPEND="noembed waitusb=10:UUID=$UUID tce=UUID=$UUID"
 }
 
 install_bootloader() {
@@ -297,6 +312,8 @@ main() {
     esac
     CD=$(find_cd) || die "no CD with cde/optional and $APPLIANCE_KERNEL under /mnt"
     PART=${APPLIANCE_DISK}1
+    # a fresh filesystem UUID (the kernel's generator: procfs, no uuidgen in tc11's base)
+    UUID=$(cat /proc/sys/kernel/random/uuid) || die "cannot read a UUID from /proc"
     TC_IDS="$(id -u tc):$(id -g tc)"
     rm -rf "$SCRATCH"
     mkdir -p "$SCRATCH"

@@ -12,6 +12,7 @@ BUILD = """\
 124,,ui,say,==> qemu.appliance: Connected to SSH!
 125,,ui,say,==> qemu.appliance: Provisioning with shell script: /w/scripts/install-to-disk.sh
 126,,ui,message,    qemu.appliance: install-to-disk: traditional install from /mnt/sr0 onto /dev/sda
+127,,ui,message,    qemu.appliance: install-to-disk: root filesystem UUID=3f1c2a9e-7b4d-4e21-9c55-0a1b2c3d4e5f
 141,,ui,message,    qemu.appliance: install-to-disk: done
 142,,ui,say,==> qemu.appliance: Provisioning with shell script: /tmp/packer-shell2739985714
 150,,ui,say,==> qemu.appliance: Provisioning with shell script: /w/scripts/verify.sh
@@ -73,3 +74,9 @@ def test_the_scripts_error_line_is_preferred_to_packers_summary():
     assert progress.first_error() == "install-to-disk: ERROR: mkfs.ext4 /dev/sda1 failed"
     only_packer, _ = fed("3,,ui,error,Build 'qemu.appliance' errored after 36 seconds\n")
     assert only_packer.first_error() == "Build 'qemu.appliance' errored after 36 seconds"
+
+
+def test_the_root_filesystem_uuid_is_read_from_the_install():
+    progress, _ = fed(BUILD)
+    assert progress.root_fs == "UUID=3f1c2a9e-7b4d-4e21-9c55-0a1b2c3d4e5f"
+    assert fed(BUILD.replace("root filesystem UUID=", "no uuid "))[0].root_fs is None

@@ -135,6 +135,7 @@ def test_recipe_values_reach_the_scripts_environment(tmp_path):
     assert env["APPLIANCE_BOOT_CODES"] == "waitusb=5 quiet noautologin"
     assert env["APPLIANCE_EXTENSIONS"] == "openssh.tcz containerd.tcz faasd.tcz"
     assert env["APPLIANCE_INITRDS"] == "/boot/corepure64.gz /boot/appliance.gz"  # no build.gz
+    assert env["APPLIANCE_DISKROOT"] == "/boot/diskroot.gz"  # the traditional root's /init
     assert "APPLIANCE_SERVICES=containerd faasd" in vals["verify_env"]
     assert vals["cpus"] == 2
 

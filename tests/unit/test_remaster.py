@@ -20,6 +20,7 @@ import pycdlib
 import pytest
 
 from appliance.errors import RemasterError
+from appliance.paths import REPO
 from appliance.stages.remaster import cde
 from appliance.stages.remaster.stage import TEMPLATES, Inputs, remaster
 from appliance.tinycore import cpio, initrd, isolinux
@@ -149,8 +150,16 @@ def test_isolinux_cfg_boots_the_appliance_with_the_extra_initrds(done):
     assert label["initrd"] == "/boot/corepure64.gz,/boot/appliance.gz,/boot/build.gz"
     assert label["append"] == "loglevel=3 cde waitusb=5 console=tty0 console=ttyS0,115200"
     assert config.label_names() == ["appliance", "corepure64", "mc"]
-    assert done.names("/boot") == ["appliance.gz", "build.gz", "corepure64.gz", "isolinux",
-                                   "vmlinuz64"]
+    assert done.names("/boot") == ["appliance.gz", "build.gz", "corepure64.gz", "diskroot.gz",
+                                   "isolinux", "vmlinuz64"]
+
+
+def test_diskroot_gz_is_only_the_traditional_roots_init(done):
+    """Loaded after corepure64.gz by an installed traditional system, never by the live ISO."""
+    members = done.members("/boot/diskroot.gz")
+    assert sorted(members) == ["init"]
+    assert members["init"].data == (REPO / "iso-remaster" / "disk-init.sh").read_bytes()
+    assert members["init"].mode & 0o777 == 0o755
 
 
 def test_appliance_gz_carries_what_the_installed_system_keeps(done):

@@ -102,14 +102,23 @@ def check_verified(demo: Demo, root_line: str) -> None:
 def test_make_demo_traditional_gives_a_verified_qcow2(traditional):
     check_verified(traditional, "verify: / is ext4 (traditional install)")
     output = traditional.output()
-    assert "install-to-disk: boot line: root=/dev/sda1 noautologin console=tty0 console=ttyS0,115200" in output
+    # the root by identity, so the disk boots on every bus (test-image --disk-bus below)
+    uuid = re.search(r"install-to-disk: root filesystem UUID=([0-9a-f-]{36})", output)[1]
+    assert f"install-to-disk: boot line: root=UUID={uuid} noautologin console=tty0 " \
+           "console=ttyS0,115200" in output
+    build = json.loads((traditional.build / "packer" / "build.json").read_text())
+    assert build["root_fs"] == f"UUID={uuid}"
+    manifest = json.loads((traditional.out / "manifest.json").read_text())
+    assert manifest["root_fs"] == f"UUID={uuid}"
     assert "demo: stand-in servers stopped" in output
 
 
 def test_make_demo_frugal_gives_a_verified_qcow2(frugal):
     check_verified(frugal, "verify: / is tmpfs (frugal install)")
     output = frugal.output()
-    assert "install-to-disk: boot line: noembed tce=sda1 noautologin console=tty0 console=ttyS0,115200" in output
+    uuid = re.search(r"install-to-disk: root filesystem UUID=([0-9a-f-]{36})", output)[1]
+    assert f"install-to-disk: boot line: noembed waitusb=10:UUID={uuid} tce=UUID={uuid} " \
+           "noautologin console=tty0 console=ttyS0,115200" in output
     assert "extensions loaded from /mnt/sda1/tce/optional" in output
     assert "verify: /var/lib/containerd is on the disk (/dev/sda1)" in output  # bootsync's bind
 

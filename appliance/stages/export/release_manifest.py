@@ -89,6 +89,7 @@ def build(*, recipe: Recipe, lock: Lock, digests: dict[Path, str], packer: dict,
         "timings": {"stages": timings, "packer_phases": packer.get("phases", {})},
         "accelerator": packer.get("accelerator"),
         "install_mode": packer.get("install_mode"),
+        "root_fs": packer.get("root_fs"),
     }
 
 

@@ -52,6 +52,10 @@ def script_text(text: str) -> str:
     return re.sub(r"^\s*(==> )?qemu(\.appliance)?: ", "", text.strip())
 
 
+# install-to-disk.sh names the filesystem the installed system finds itself by
+ROOT_FS = re.compile(r"install-to-disk: root filesystem UUID=([0-9a-f-]{36})\b")
+
+
 @dataclass
 class Progress:
     """Feeds on Packer's lines; `show` receives what a person should see."""
@@ -62,6 +66,7 @@ class Progress:
     verdict: str | None = None  # "PASS" or "FAIL"
     reason: str = ""
     errors: list[str] = field(default_factory=list)
+    root_fs: str | None = None  # "UUID=...": how the installed system names its disk
 
     def feed(self, raw: str) -> None:
         line = parse_line(raw)
@@ -80,6 +85,8 @@ class Progress:
             if phase not in self.started and pattern.search(text):
                 self.started[phase] = line.timestamp
                 self.show(f"packer: phase {phase}")
+        if match := ROOT_FS.search(text):
+            self.root_fs = f"UUID={match.group(1)}"
         if match := VERDICT.search(text):
             self.verdict, self.reason = match.group(1), match.group(2) or ""
         if line.kind == "error" or (text.startswith(SCRIPTS) and "ERROR:" in text):

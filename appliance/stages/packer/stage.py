@@ -133,7 +133,9 @@ def collect(ctx, build: packer_template.Build, progress: Progress) -> dict[str, 
     produced.rename(disk)
     shutil.rmtree(build.work / "output")
     report = {"accelerator": build.accelerator, "install_mode": ctx.recipe.install.mode,
-              "packer_version": tool_version(VERSION_ARGV), "phases": progress.phases()}
+              "packer_version": tool_version(VERSION_ARGV), "phases": progress.phases(),
+              # root=UUID=... (traditional) or tce=UUID=... (frugal): the disk by identity
+              "root_fs": progress.root_fs}
     files.write_text(build.work / "build.json", json.dumps(report, indent=2) + "\n")
     times = ", ".join(f"{k} {v} s" for k, v in report["phases"].items())
     log.say(f"packer: verified {ctx.recipe.install.mode} install ({times}); "

@@ -60,6 +60,7 @@ def install_env(recipe: Recipe, build: Build) -> list[str]:
         f"APPLIANCE_BOOT_CODES={' '.join(recipe.disk_boot_codes())}",
         f"APPLIANCE_KERNEL={iso_remaster.KERNEL}",
         f"APPLIANCE_INITRDS={' '.join(DISK_INITRDS)}",
+        f"APPLIANCE_DISKROOT={iso_remaster.DISKROOT}",
         "APPLIANCE_DISK=/dev/sda",
     ]
 

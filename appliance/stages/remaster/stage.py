@@ -39,7 +39,8 @@ CFG = "/boot/isolinux/isolinux.cfg"
 KERNEL = "/boot/vmlinuz64"
 INITRDS = ("/boot/corepure64.gz", "/boot/appliance.gz", "/boot/build.gz")
 MYDATA = "/mydata.tgz"
-OURS = ("/boot/appliance.gz", "/boot/build.gz", MYDATA)
+DISKROOT = "/boot/diskroot.gz"  # the traditional install's /init; the live ISO never loads it
+OURS = ("/boot/appliance.gz", "/boot/build.gz", DISKROOT, MYDATA)
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ def prepare(base: BaseIso, inputs: Inputs) -> dict[str, bytes]:
             initrd.appliance_files(inputs.settings, inputs.templates), dirs, inputs.epoch),
         "/boot/build.gz": initrd.archive(initrd.build_files(inputs.public_key), dirs,
                                          inputs.epoch),
+        DISKROOT: initrd.archive(initrd.diskroot_files(inputs.templates), dirs, inputs.epoch),
     }
     if inputs.mydata is not None:
         files[MYDATA] = inputs.mydata
