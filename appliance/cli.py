@@ -77,6 +77,9 @@ def add_test_image_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nic", action="append", default=[], choices=list(boot_check.NICS),
                    help="network card (repeatable; default e1000); every bus is booted with "
                         "every NIC")
+    p.add_argument("--boots", type=int, default=test_image.BOOTS, metavar="N",
+                   help=f"boots per image and variant, each after an ACPI power-off "
+                        f"(default {test_image.BOOTS}: the second boot is where installs break)")
     p.add_argument("--matrix", action="store_true",
                    help="every disk bus with every NIC (15 variants, each booted twice)")
     p.add_argument("--shutdown-timeout", type=float, default=test_image.SHUTDOWN_TIMEOUT_S,
@@ -266,11 +269,12 @@ def cmd_kernel_check(args) -> int:
 
 def cmd_test_image(args) -> int:
     if args.memory < 64 or (args.timeout is not None and args.timeout <= 0) \
-            or args.shutdown_timeout < 0:
-        raise PipelineError("test-image: --memory must be at least 64 (MB) and the timeouts "
-                            "positive")
+            or args.shutdown_timeout < 0 or args.boots < 1:
+        raise UsageError("test-image: --memory must be at least 64 (MB), --boots at least "
+                            "1 and the timeouts positive")
     options = test_image.Options(args.memory, args.timeout, args.shutdown_timeout,
-                                 test_image.variants(args.disk_bus, args.nic, args.matrix))
+                                 test_image.variants(args.disk_bus, args.nic, args.matrix),
+                                 args.boots)
     return test_image.run(args.image or None, options)
 
 
