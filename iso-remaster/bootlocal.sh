@@ -10,6 +10,9 @@
 #   APPLIANCE-NOT-READY <service>   that service failed to start, was unhealthy, or ran
 #                                   out of time (services after it are not started)
 #   APPLIANCE-LIVE                  no service is loaded: the live ISO, which only installs
+#   APPLIANCE-NOT-READY root-on-initramfs
+#                                   services are loaded but / is the initramfs rootfs,
+#                                   where runc's pivot_root fails: the install is broken
 # Everything goes to /var/log/appliance-boot.log as well.
 PATH=/usr/local/sbin:/usr/local/bin:/sbin:/bin:/usr/sbin:/usr/bin
 export PATH
@@ -18,6 +21,7 @@ export PATH
 : "${APPLIANCE_LOG:=/var/log/appliance-boot.log}"
 : "${APPLIANCE_INITD:=/usr/local/etc/init.d}"
 : "${APPLIANCE_CONSOLE:=/dev/console}"
+: "${APPLIANCE_MOUNTS:=/proc/mounts}"
 DEFAULT_TIMEOUT=600
 
 log() {
@@ -105,6 +109,12 @@ services_job() {
     if [ -z "$_loaded" ]; then
         marker "APPLIANCE-LIVE"
         return 0
+    fi
+    # Containers never run on the initramfs: / must be the disk (traditional) or the tmpfs
+    # that noembed switch_roots to (frugal). test-image reads this marker.
+    if [ "$(awk '$2 == "/" { t = $3 } END { print t }' "$APPLIANCE_MOUNTS")" = "rootfs" ]; then
+        marker "APPLIANCE-NOT-READY root-on-initramfs"
+        return 1
     fi
     for _svc in $_loaded; do
         for _action in start status; do

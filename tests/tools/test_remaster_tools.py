@@ -115,7 +115,8 @@ case "$1" in start) {start} ;; status) {status} ;; esac
 """)
 
 
-def run_bootlocal(tmp: Path, services: str, timeout: int = 60) -> tuple[str, str]:
+def run_bootlocal(tmp: Path, services: str, timeout: int = 60,
+                  mounts: str = "/dev/sda1 / ext4 rw 0 0\n") -> tuple[str, str]:
     """The marker bootlocal.sh writes to the console (waited for), and its log."""
     conf = tmp / "conf"
     conf.mkdir(exist_ok=True)
@@ -124,7 +125,8 @@ def run_bootlocal(tmp: Path, services: str, timeout: int = 60) -> tuple[str, str
     console = tmp / "console"
     env = {"PATH": "/usr/bin:/bin", "APPLIANCE_CONF": str(conf), "TMPDIR": str(tmp),
            "APPLIANCE_LOG": str(tmp / "boot.log"), "APPLIANCE_INITD": str(tmp / "init.d"),
-           "APPLIANCE_CONSOLE": str(console)}
+           "APPLIANCE_CONSOLE": str(console), "APPLIANCE_MOUNTS": str(tmp / "mounts")}
+    (tmp / "mounts").write_text(mounts)
     subprocess.run(["busybox", "sh", str(TEMPLATES / "bootlocal.sh")], env=env, check=True,
                    timeout=10)  # returns at once: the job runs in the background
     deadline = time.monotonic() + timeout + 20
@@ -144,6 +146,20 @@ def test_live_when_no_service_is_loaded(tmp_path):
     marker, log = run_bootlocal(tmp_path, "containerd\nfaasd\n")
     assert marker == "APPLIANCE-LIVE\n"
     assert "containerd: " in log and "is not loaded; skipped" in log
+
+
+def test_services_on_the_initramfs_root_are_never_ready(tmp_path):
+    """The marker test-image fails on: containers must run on the disk, not the initramfs."""
+    service(tmp_path / "init.d", "containerd")
+    mounts = "rootfs / rootfs rw 0 0\nproc /proc proc rw 0 0\n"
+    marker, _ = run_bootlocal(tmp_path, "containerd\n", mounts=mounts)
+    assert marker == "APPLIANCE-NOT-READY root-on-initramfs\n"
+    assert calls(tmp_path, "containerd") == []
+    # the frugal install's / is the tmpfs noembed switch_roots to (rootfs stays below it)
+    frugal = tmp_path / "frugal"
+    service(frugal / "init.d", "containerd")
+    tmpfs = "rootfs / rootfs rw 0 0\ntmpfs / tmpfs rw 0 0\n"
+    assert run_bootlocal(frugal, "containerd\n", mounts=tmpfs)[0] == "APPLIANCE-READY\n"
 
 
 def test_live_when_the_recipe_has_no_services(tmp_path):
