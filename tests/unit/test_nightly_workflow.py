@@ -168,3 +168,10 @@ def test_make_lint_checks_the_workflows():
     assert "actionlint .github/workflows/" in lint and "zizmor --offline" in lint
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     assert "make lint" in ci and "make test" in ci
+
+
+def test_the_real_image_boots_on_every_bus_and_nic(workflow):
+    """The stand-in kernel is not tc11's: the nightly job, with KVM and the real image, runs
+    the whole matrix."""
+    matrix = [args for args in calls(workflow, "pipeline.py") if "--matrix" in args]
+    assert matrix and cli.parser().parse_args(matrix[0]).verb == "test-image"
