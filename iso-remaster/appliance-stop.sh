@@ -83,6 +83,11 @@ take_lock() {
         if [ -z "$_boot" ] || { [ "$_boot" = "$(boot_id)" ] && kill -0 "$_pid" 2>/dev/null; }; then
             return 1
         fi
+        # acpid2 runs its actions one after the other: the second event of that press comes
+        # once the first stop has handed over to poweroff, whose pid is gone by then
+        if [ "$_boot" = "$(boot_id)" ] && [ -e "$APPLIANCE_LOCK/requested" ]; then
+            return 1
+        fi
         log "a stale lock (boot ${_boot:-?}, pid ${_pid:-?}) taken over"
     fi
     echo "$(boot_id) $$" > "$APPLIANCE_LOCK/owner"
@@ -102,4 +107,5 @@ if [ -z "${1:-}" ]; then
     rm -rf "$APPLIANCE_LOCK"
     exit 0
 fi
+echo "$1" > "$APPLIANCE_LOCK/requested"
 exec "$APPLIANCE_POWER/$1"
