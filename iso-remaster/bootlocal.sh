@@ -73,26 +73,35 @@ kill_tree() {
 }
 
 # within SECONDS COMMAND...: COMMAND's exit status, or 124 once it has run SECONDS
-# (it and its children are then stopped). Its output goes to the log.
+# (it and its children are then stopped). Its output goes to the log. It returns the
+# moment COMMAND ends: a watchdog in the background does the timing (polling once a
+# second cost the boot up to a second per call).
 within() {
     _left=$1
     shift
-    _status=${TMPDIR:-/tmp}/appliance-within.$$
-    rm -f "$_status"
-    ("$@" >> "$APPLIANCE_LOG" 2>&1; echo "$?" > "$_status") &
+    _flag=${TMPDIR:-/tmp}/appliance-within.$$
+    rm -f "$_flag"
+    ("$@" >> "$APPLIANCE_LOG" 2>&1) &
     _pid=$!
-    while [ ! -s "$_status" ]; do
-        if [ "$_left" -le 0 ]; then
-            kill_tree "$_pid"
-            log "$* did not finish in time; stopped"
-            return 124
-        fi
-        sleep 1
-        _left=$((_left - 1))
-    done
-    wait "$_pid" 2>/dev/null
-    _rc=$(cat "$_status")
-    rm -f "$_status"
+    # the trap ends the watchdog (and its sleep) at once when the command was in time
+    (
+        sleep "$_left" &
+        _sleep=$!
+        trap 'kill "$_sleep" 2>/dev/null; exit 0' TERM
+        wait "$_sleep"
+        : > "$_flag"
+        kill_tree "$_pid"
+    ) &
+    _dog=$!
+    wait "$_pid"
+    _rc=$?
+    kill "$_dog" 2>/dev/null
+    wait "$_dog" 2>/dev/null
+    if [ -e "$_flag" ]; then
+        rm -f "$_flag"
+        log "$* did not finish in time; stopped"
+        return 124
+    fi
     return "$_rc"
 }
 
