@@ -4,9 +4,9 @@
 # tc-config runs it as root at the end of every boot and waits for it: after the extensions
 # are loaded and the backup (mydata.tgz) is restored. It sets the host name and, once, the
 # tc password hash (both from /etc/sysconfig/appliance, written by the remaster from the
-# recipe), starts the SSH server (host keys are made at the first boot of each machine and
-# kept in /usr/local/etc/ssh), then starts /opt/bootlocal.sh in the background (services
-# and the APPLIANCE-* marker). On a frugal install (/ is a tmpfs, the tce directory on the
+# recipe), then starts two jobs in the background side by side: the SSH server (host keys
+# are made at the first boot of each machine and kept in /usr/local/etc/ssh) and
+# /opt/bootlocal.sh (services and the APPLIANCE-* marker). On a frugal install (/ is a tmpfs, the tce directory on the
 # disk holds appliance-state/, made by packer/scripts/install-to-disk.sh) it first binds
 # containerd's and faasd's state from the disk and brings back the SSH host keys, so what
 # the services write survives a reboot. No `set -e`: a boot script must get to its end whatever
@@ -196,12 +196,24 @@ log "boot codes: $(cat /proc/cmdline 2>/dev/null)"
 set_hostname
 set_password_hash
 start_acpid
+# The SSH server beside the services, not before them: making host keys at a first boot
+# (Tiny Core's openssh.tcz makes RSA ones too) takes seconds to tens of seconds under TCG,
+# and nothing the services do waits for SSH.
+ssh_job() {
+    if [ -n "$1" ]; then
+        host_keys_from "$1"
+        start_ssh
+        host_keys_to "$1"
+    else
+        start_ssh
+    fi
+    log "SSH job done"
+}
+
 if STATE=$(state_dir); then
     bind_state "$STATE"
-    host_keys_from "$STATE"
-    start_ssh
-    host_keys_to "$STATE"
 else
-    start_ssh
+    STATE=
 fi
+ssh_job "$STATE" &
 "$APPLIANCE_BOOTLOCAL" &
