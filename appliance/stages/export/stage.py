@@ -123,7 +123,7 @@ def make_ova(runner: Runner, recipe: Recipe, src: Path, populated: int | None,
                    f"Linux {recipe.tinycore.version}",
         disk=ovf.Disk(vmdk.name, vmdk.stat().st_size, vmdk_info.virtual_size, populated),
         cpus=recipe.vm.cpus, memory_mb=recipe.vm.memory_mb,
-        controller=recipe.export.disk_controller)
+        controller=recipe.export.disk_controller, version=recipe.version)
     ovf_file = folder / f"{base}.ovf"
     ovf_file.write_text(ovf.render(descriptor), encoding="utf-8")
     mf_file = folder / f"{base}.mf"
