@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import json
+import re
 import shutil
 import tarfile
 import tempfile
@@ -223,6 +224,11 @@ def cd_dir() -> Path:
     return build_root() / "test-image"
 
 
+def safe_name(name: str, default: str) -> str:
+    """`name` as a plain file name: a comma would end QEMU's `-drive file=` value."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name).strip("._") or default
+
+
 def first_boot_cds(seed: Path | None, ovf_env: Path | None) -> tuple[Path, ...]:
     """Build the CDs `--seed DIR` and `--ovf-env FILE` ask for, under build/test-image/.
 
@@ -230,11 +236,12 @@ def first_boot_cds(seed: Path | None, ovf_env: Path | None) -> tuple[Path, ...]:
     no CD."""
     layouts = []
     if seed is not None:
-        name = seed.resolve().name or "nocloud"
+        name = safe_name(seed.resolve().name, "nocloud")
         name = name if name.endswith("seed") else f"{name}-seed"
         layouts.append((seed_iso.nocloud_layout(seed), f"{name}.iso"))
     if ovf_env is not None:
-        layouts.append((seed_iso.ovf_env_layout(ovf_env), f"{ovf_env.stem}-ovf-env.iso"))
+        name = safe_name(ovf_env.stem, "ovf")
+        layouts.append((seed_iso.ovf_env_layout(ovf_env), f"{name}-ovf-env.iso"))
     if not layouts:
         return ()
     paths.claim(build_root())

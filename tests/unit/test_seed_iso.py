@@ -200,3 +200,8 @@ def test_every_boot_of_every_variant_gets_the_cds(tmp_path, monkeypatch):
     assert all(v.passed for v in verdicts) and len(verdicts) == 2
     assert [(s.disk_bus, s.cdroms) for s in FakeBoot.specs] == [
         ("ide", cds), ("ide", cds), ("nvme", cds), ("nvme", cds)]
+
+
+def test_the_cd_file_name_never_carries_a_comma_into_qemus_drive_option():
+    assert ti.safe_name("site,a b", "nocloud") == "site_a_b"
+    assert ti.safe_name("..", "nocloud") == "nocloud"

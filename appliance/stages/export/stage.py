@@ -24,7 +24,9 @@ from appliance.run import Runner
 from appliance.stages.export import ova, ovf, publish, release_manifest
 from appliance.vm import qemu_img
 
-VERSION = 1  # bump when a change here changes the deliverables for the same inputs
+# bump when a change here changes the deliverables for the same inputs (2: the OVF's
+# ProductSection and CD drive for first boot)
+VERSION = 2
 TOOLS = (("qemu-img", "--version"),)
 REBUILD_PACKER = "rebuild the disk: python pipeline.py build --force packer"
 RERUN = "check free space under build/ and rerun: python pipeline.py build --force export"
