@@ -82,6 +82,12 @@ def add_test_image_args(p: argparse.ArgumentParser) -> None:
                         f"(default {test_image.BOOTS}: the second boot is where installs break)")
     p.add_argument("--matrix", action="store_true",
                    help="every disk bus with every NIC (15 variants, each booted twice)")
+    p.add_argument("--seed", type=Path, metavar="DIR",
+                   help="attach a NoCloud seed CD (label cidata) made from DIR's meta-data, "
+                        "user-data and optional network-config, on every boot")
+    p.add_argument("--ovf-env", type=Path, metavar="FILE",
+                   help="attach an OVF environment CD holding FILE as ovf-env.xml (what "
+                        "VMware's ISO transport attaches), on every boot")
     p.add_argument("--shutdown-timeout", type=float, default=test_image.SHUTDOWN_TIMEOUT_S,
                    metavar="S", help="seconds to wait for the guest to power off after the "
                    f"ACPI power button before QEMU is stopped "
@@ -272,9 +278,10 @@ def cmd_test_image(args) -> int:
             or args.shutdown_timeout < 0 or args.boots < 1:
         raise UsageError("test-image: --memory must be at least 64 (MB), --boots at least "
                             "1 and the timeouts positive")
+    cdroms = test_image.first_boot_cds(args.seed, args.ovf_env)  # bad input: before any boot
     options = test_image.Options(args.memory, args.timeout, args.shutdown_timeout,
                                  test_image.variants(args.disk_bus, args.nic, args.matrix),
-                                 args.boots)
+                                 args.boots, cdroms)
     return test_image.run(args.image or None, options)
 
 

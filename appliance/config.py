@@ -401,6 +401,36 @@ class Live(Strict):
         return value
 
 
+FIRSTBOOT_SOURCES = ("nocloud", "ovf")
+
+
+class Firstboot(Strict):
+    """Where each copy of the appliance takes its configuration at first boot, in order of
+    preference: a NoCloud seed (a volume labelled cidata) and/or an OVF environment CD."""
+
+    sources: list[str] = list(FIRSTBOOT_SOURCES)
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def known_and_distinct(cls, value: object) -> list[str]:
+        # One message that names the allowed values for every kind of mistake (a string
+        # instead of a list, an unknown name, a repeat), not pydantic's type jargon.
+        allowed = ", ".join(FIRSTBOOT_SOURCES)
+        if not isinstance(value, list):
+            raise ValueError(f"must be a list of sources, each one of {allowed} "
+                             f"(e.g. [\"nocloud\", \"ovf\"]; [] turns first-boot "
+                             f"configuration off), got {type(value).__name__} {json.dumps(value)}")
+        unknown = [v for v in value if v not in FIRSTBOOT_SOURCES]
+        if unknown:
+            raise ValueError(f"unknown source {json.dumps(unknown[0])}: each entry must be one "
+                             f"of {allowed} ([] turns first-boot configuration off)")
+        dupes = sorted({v for v in value if value.count(v) > 1})
+        if dupes:
+            raise ValueError(f"listed more than once: {', '.join(dupes)} (each of {allowed} "
+                             "at most once)")
+        return value
+
+
 class Recipe(Strict):
     """The whole recipe: what goes into the appliance."""
 
@@ -423,6 +453,7 @@ class Recipe(Strict):
     console_autologin: bool = False  # true: Tiny Core's automatic login of tc on tty1
     restore: list[RestoreItem] = []
     live: Live = Live()
+    firstboot: Firstboot = Firstboot()
 
     @model_validator(mode="after")
     def services_unique(self) -> Recipe:

@@ -3,8 +3,8 @@
 boot/appliance.gz: what an installed system keeps. /opt/tcemirror (the recipe's
 guest_mirror), /opt/.filetool.lst and /opt/.xfiletool.lst, /opt/bootsync.sh and
 /opt/bootlocal.sh (iso-remaster/), and the settings those scripts read from
-/etc/sysconfig/appliance/ (hostname, services, ready_timeout, and the tc password hash,
-0600, only when the recipe sets one). Settings are data files, never pasted into the
+/etc/sysconfig/appliance/ (hostname, services, ready_timeout, firstboot_sources, and the tc
+password hash, 0600, only when the recipe sets one). Settings are data files, never pasted into the
 scripts, so the scripts are checked by shellcheck as they ship.
 
 boot/diskroot.gz: the /init of a traditional install (loaded after corepure64.gz, it finds
@@ -49,6 +49,8 @@ class LiveSettings:
     services: tuple[str, ...]
     ready_timeout: int
     tc_password_hash: str | None = None
+    # the recipe's firstboot.sources, in order; () turns first-boot configuration off
+    firstboot_sources: tuple[str, ...] = ("nocloud", "ovf")
 
 
 def base_directories(corepure64_gz: bytes) -> dict[str, cpio.Entry]:
@@ -106,6 +108,10 @@ def appliance_files(settings: LiveSettings, templates: Path) -> list[cpio.Entry]
         cpio.file(f"{SETTINGS}/hostname", f"{settings.hostname}\n".encode()),
         cpio.file(f"{SETTINGS}/services", "".join(f"{s}\n" for s in settings.services).encode()),
         cpio.file(f"{SETTINGS}/ready_timeout", f"{settings.ready_timeout}\n".encode()),
+        # always written (empty: first boot reads nothing), so /opt/firstboot.sh never
+        # guesses a default of its own
+        cpio.file(f"{SETTINGS}/firstboot_sources",
+                  "".join(f"{s}\n" for s in settings.firstboot_sources).encode()),
     ]
     if settings.tc_password_hash:
         files.append(cpio.file(f"{SETTINGS}/tc_password_hash",

@@ -86,6 +86,24 @@ def disk_argv(bus: str, disk: Path) -> list[str]:
     return drive + devices[bus]
 
 
+# The CDs (a NoCloud seed, an OVF environment) go on the PIIX IDE controller that `-machine
+# pc` always has, on its secondary channel: whatever bus the disk uses, it never takes ide.1
+# (an IDE disk is ide.0 unit 0), and tc11's ata_piix (built in) drives it, as it drives the
+# CD a hypervisor attaches for its seed. Two units: at most two CDs.
+CDROM_UNITS = (("ide.1", 0), ("ide.1", 1))
+
+
+def cdrom_argv(isos: tuple[Path, ...]) -> list[str]:
+    """QEMU arguments that attach each ISO as a read-only CD-ROM (pure)."""
+    if len(isos) > len(CDROM_UNITS):
+        raise ValueError(f"at most {len(CDROM_UNITS)} CDs, got {len(isos)}")
+    argv: list[str] = []
+    for n, (iso, (bus, unit)) in enumerate(zip(isos, CDROM_UNITS, strict=False)):
+        argv += ["-drive", f"file={iso},if=none,id=cd{n},media=cdrom,format=raw,readonly=on",
+                 "-device", f"ide-cd,drive=cd{n},bus={bus},unit={unit}"]
+    return argv
+
+
 def nic_argv(nic: str, host_port: int) -> list[str]:
     """QEMU arguments for the NIC on user networking, the gateway forwarded (pure)."""
     if nic not in NICS:
@@ -105,6 +123,7 @@ class BootSpec:
     host_port: int  # 127.0.0.1:host_port -> guest :8080
     disk_bus: str = "ide"
     nic: str = "e1000"
+    cdroms: tuple[Path, ...] = ()  # first-boot CDs (test-image --seed / --ovf-env)
 
 
 def qemu_argv(spec: BootSpec) -> list[str]:
@@ -114,6 +133,7 @@ def qemu_argv(spec: BootSpec) -> list[str]:
         "-smp", str(spec.cpus), "-m", str(spec.memory_mb),
         "-display", "none",
         *disk_argv(spec.disk_bus, spec.disk),
+        *cdrom_argv(spec.cdroms),
         *nic_argv(spec.nic, spec.host_port),
         "-serial", f"file:{spec.serial_log}",
         "-qmp", f"unix:{spec.qmp_socket},server=on,wait=off",

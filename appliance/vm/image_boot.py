@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import json
+import re
 import shutil
 import tarfile
 import tempfile
@@ -23,7 +24,7 @@ from appliance import log, paths, signals
 from appliance.errors import PipelineError
 from appliance.paths import build_root, out_root
 from appliance.run import Runner
-from appliance.vm import qemu_img
+from appliance.vm import qemu_img, seed_iso
 from appliance.vm.boot_check import DISK_BUSES, NICS, Boot, BootResult, BootSpec, free_port
 from appliance.vm.qemu import Accel, accelerator
 
@@ -66,6 +67,7 @@ class Options:
     shutdown_timeout_s: float = SHUTDOWN_TIMEOUT_S
     variants: tuple[Variant, ...] = DEFAULT_VARIANTS
     boots: int = BOOTS
+    cdroms: tuple[Path, ...] = ()  # first-boot CDs, attached on every boot of every variant
 
 
 @dataclass(frozen=True)
@@ -216,6 +218,43 @@ def prepare(paths: list[Path], runner: Runner) -> list[Target]:
     return targets
 
 
+# --- first-boot CDs ----------------------------------------------------------------------
+
+def cd_dir() -> Path:
+    return build_root() / "test-image"
+
+
+def safe_name(name: str, default: str) -> str:
+    """`name` as a plain file name: a comma would end QEMU's `-drive file=` value."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name).strip("._") or default
+
+
+def first_boot_cds(seed: Path | None, ovf_env: Path | None) -> tuple[Path, ...]:
+    """Build the CDs `--seed DIR` and `--ovf-env FILE` ask for, under build/test-image/.
+
+    Both inputs are checked before either ISO is written: a bad one is one clear error and
+    no CD."""
+    layouts = []
+    if seed is not None:
+        name = safe_name(seed.resolve().name, "nocloud")
+        name = name if name.endswith("seed") else f"{name}-seed"
+        layouts.append((seed_iso.nocloud_layout(seed), f"{name}.iso"))
+    if ovf_env is not None:
+        name = safe_name(ovf_env.stem, "ovf")
+        layouts.append((seed_iso.ovf_env_layout(ovf_env), f"{name}-ovf-env.iso"))
+    if not layouts:
+        return ()
+    paths.claim(build_root())
+    cd_dir().mkdir(parents=True, exist_ok=True)
+    made = []
+    for layout, name in layouts:
+        iso = seed_iso.write_iso(layout, cd_dir() / name)
+        log.say(f"first-boot CD {iso} (label {layout.label}: "
+                f"{', '.join(n for n, _ in layout.files)})")
+        made.append(iso)
+    return tuple(made)
+
+
 # --- booting ------------------------------------------------------------------------------
 
 def logs_dir() -> Path:
@@ -272,7 +311,7 @@ def check_variant(target: Target, options: Options, accel: Accel,
         for n in range(1, options.boots + 1):
             spec = BootSpec(overlay, accel.name, options.memory_mb, CPUS[accel.name],
                             work / f"{tag}boot{n}-serial.log", sockets / f"qmp{n}.sock",
-                            free_port(), hw.disk_bus, hw.nic)
+                            free_port(), hw.disk_bus, hw.nic, options.cdroms)
             log.say(f"boot {n} of {target.image.name} on {hw} "
                     f"(127.0.0.1:{spec.host_port} -> :8080)")
             result = Boot(runner, spec, f"boot {n}", log.say, log.warn).run(

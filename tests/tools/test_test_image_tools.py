@@ -153,3 +153,58 @@ def test_ctrl_c_or_sigterm_stops_qemu_and_removes_the_overlay(tmp_path, build, s
     assert "Traceback" not in rest
     assert qemu_processes_under(build) == []
     assert not list(build.glob("test-image-*"))
+
+
+# --- first-boot CDs (--seed, --ovf-env) -----------------------------------------------------
+
+def pipeline(*argv: str, env_build: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "APPLIANCE_BUILD": str(env_build)}
+    return subprocess.run([sys.executable, str(REPO / "pipeline.py"), "test-image", *argv],
+                          capture_output=True, text=True, env=env, check=False, timeout=120)
+
+
+def test_seed_without_meta_data_exits_2_with_one_error_line(tmp_path, build):
+    seed = tmp_path / "seed"
+    seed.mkdir()
+    (seed / "user-data").write_text("#cloud-config\n")
+    done = pipeline("--seed", str(seed), env_build=build)
+    assert done.returncode == 2, done.stderr
+    errors = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]
+    assert errors == [f"error: --seed {seed}: no meta-data in it (a NoCloud seed needs both "
+                      "meta-data and user-data)"]
+    assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_ovf_env_with_broken_xml_is_a_clear_error(tmp_path, build):
+    env = tmp_path / "ovf-env.xml"
+    env.write_text('<Environment xmlns="http://schemas.dmtf.org/ovf/environment/1">\n')
+    done = pipeline("--ovf-env", str(env), env_build=build)
+    assert done.returncode == 2, done.stderr
+    errors = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: --ovf-env {env}: not well-formed "
+                                                     "XML")
+    assert "Traceback" not in done.stderr
+
+
+def test_real_qemu_takes_both_cds_on_every_disk_bus(tmp_path, build, capsys):
+    """The CD arguments start QEMU on each bus (a clash would exit QEMU before any marker)."""
+    seed = tmp_path / "seed"
+    seed.mkdir()
+    (seed / "meta-data").write_text("instance-id: i-1\n")
+    (seed / "user-data").write_text("#cloud-config\n")
+    env = tmp_path / "env.xml"
+    env.write_text('<Environment xmlns="http://schemas.dmtf.org/ovf/environment/1"/>\n')
+    qcow2 = blank_qcow2(tmp_path / "blank.qcow2")
+    buses = [a for bus in ("ide", "sata", "virtio-blk", "virtio-scsi", "nvme")
+             for a in ("--disk-bus", bus)]
+    assert cli.main(["test-image", str(qcow2), *buses, "--boots", "1", "--timeout", "4",
+                     "--memory", "128", "--shutdown-timeout", "3", "--seed", str(seed),
+                     "--ovf-env", str(env)]) == 1
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert len(lines) == 5, out
+    for line in lines:
+        assert "no APPLIANCE-READY within 4 s" in line, line  # QEMU ran; nothing to boot
+    assert err.count("ide-cd,drive=cd0,bus=ide.1,unit=0") == 5
+    assert err.count("ide-cd,drive=cd1,bus=ide.1,unit=1") == 5
+    assert qemu_processes_under(build) == []

@@ -41,6 +41,42 @@ CONTROLLERS = {
 
 
 @dataclass(frozen=True)
+class Property:
+    """A ProductSection property: VMware's deploy wizard shows Label and Description and
+    writes the value into the OVF environment (ovf-env.xml) that /opt/firstboot.sh reads."""
+
+    key: str
+    label: str
+    description: str
+    password: bool = False  # the wizard masks the field (ovf:password, DSP8023 1.1)
+
+
+# The keys are an interface with the guest's /opt/firstboot.sh: never rename one.
+PROPERTIES = (
+    Property("hostname", "Host name", "The appliance's host name (letters, digits and -, "
+             "dot-separated labels). Empty: keep the image's."),
+    Property("ssh_public_key", "SSH public key", "One OpenSSH public key line for the tc user "
+             "(ssh-ed25519 AAAA... comment). Empty: no key is added."),
+    Property("password_hash", "tc password hash", "A SHA-512 crypt hash for the tc user "
+             "(mkpasswd -m sha-512, openssl passwd -6), never a plain password. Empty: "
+             "unchanged.", password=True),
+    Property("ip", "IP address", "Static IPv4 address of the first network card (with "
+             "netmask and gateway). Empty: the image's default, DHCP."),
+    Property("netmask", "Netmask", "Netmask for the static address (255.255.255.0 or 24)."),
+    Property("gateway", "Gateway", "Default gateway for the static address."),
+    Property("dns", "DNS servers", "Name servers, separated by spaces or commas."),
+    Property("faasd_password", "faasd admin password", "Password of faasd's gateway user "
+             "admin. Empty: unchanged (faasd generates one on its first start).", password=True),
+)
+# How the hypervisor hands the properties to the guest: "iso" attaches a CD holding
+# ovf-env.xml (DMTF DSP0243 section 11.1, "Transport media"). VMware reads it from
+# VirtualHardwareSection/@ovf:transport, as canonical/cloud-init's example
+# doc/sources/ovf/example/ubuntu-server.ovf declares it. The other VMware transport,
+# com.vmware.guestInfo, needs VMware Tools, which Tiny Core 11 lacks.
+TRANSPORT = "iso"
+
+
+@dataclass(frozen=True)
 class OperatingSystem:
     # CIM 101 is "Linux 64-bit"; other26xLinux64Guest is accepted by every ESXi release,
     # newer names (other4xLinux64Guest) are not.
@@ -77,6 +113,7 @@ class Descriptor:
     memory_mb: int
     controller: str = "ide"
     os: OperatingSystem = OperatingSystem()
+    version: str = ""  # the product version the deploy wizard shows (empty: left out)
 
 
 def item(**elements: object) -> list[tuple[str, str]]:
@@ -105,6 +142,21 @@ def hardware_items(d: Descriptor) -> list[list[tuple[str, str]]]:
     ]
 
 
+def optional_items(d: Descriptor) -> list[list[tuple[str, str]]]:
+    """Items marked ovf:required="false": an importer that cannot make them skips them.
+
+    An empty CD-ROM drive: VMware delivers the ISO transport's ovf-env.xml in a CD drive and
+    refuses to deploy vApp properties without one ("this virtual machine requires a client
+    CDROM device to deliver vApp properties": vmware/terraform-provider-vsphere#489). It sits
+    on the disk's controller as its second device (IDE primary slave, or SATA port 1), so the
+    disk keeps address 0 on every hypervisor."""
+    return [
+        item(AddressOnParent=1, AutomaticAllocation="false", Description="CD-ROM drive for "
+             "the OVF environment (ovf-env.xml)", ElementName="cdrom0", InstanceID=6,
+             Parent=3, ResourceType=15),
+    ]
+
+
 def environment(templates: Path = TEMPLATES) -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates)), undefined=jinja2.StrictUndefined,
@@ -117,7 +169,8 @@ def render(d: Descriptor, templates: Path = TEMPLATES) -> str:
     return environment(templates).get_template(TEMPLATE).render(
         name=d.name, annotation=d.annotation, disk=d.disk, disk_format=VMDK_FORMAT,
         network=NETWORK, os=d.os, family=CONTROLLERS[d.controller].family,
-        items=hardware_items(d),
+        items=hardware_items(d), optional_items=optional_items(d),
+        properties=PROPERTIES, transport=TRANSPORT, version=d.version,
         # virt-v2v reads exactly this key and accepts only bios or efi
         vmware_config=[("firmware", "bios")])
 

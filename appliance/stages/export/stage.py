@@ -24,7 +24,9 @@ from appliance.run import Runner
 from appliance.stages.export import ova, ovf, publish, release_manifest
 from appliance.vm import qemu_img
 
-VERSION = 1  # bump when a change here changes the deliverables for the same inputs
+# bump when a change here changes the deliverables for the same inputs (2: the OVF's
+# ProductSection and CD drive for first boot)
+VERSION = 2
 TOOLS = (("qemu-img", "--version"),)
 REBUILD_PACKER = "rebuild the disk: python pipeline.py build --force packer"
 RERUN = "check free space under build/ and rerun: python pipeline.py build --force export"
@@ -123,7 +125,7 @@ def make_ova(runner: Runner, recipe: Recipe, src: Path, populated: int | None,
                    f"Linux {recipe.tinycore.version}",
         disk=ovf.Disk(vmdk.name, vmdk.stat().st_size, vmdk_info.virtual_size, populated),
         cpus=recipe.vm.cpus, memory_mb=recipe.vm.memory_mb,
-        controller=recipe.export.disk_controller)
+        controller=recipe.export.disk_controller, version=recipe.version)
     ovf_file = folder / f"{base}.ovf"
     ovf_file.write_text(ovf.render(descriptor), encoding="utf-8")
     mf_file = folder / f"{base}.mf"

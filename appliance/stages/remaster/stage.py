@@ -162,6 +162,7 @@ def key_slice(recipe: Recipe) -> dict:
         "ready_timeout": recipe.ready_timeout, "onboot": list(recipe.live.onboot),
         "tc_password_hash": hashlib.sha256(pw.encode()).hexdigest() if pw else None,
         "restore": restore_digest(recipe),
+        "firstboot_sources": list(recipe.firstboot.sources),
         "source_date_epoch": recipe.effective_source_date_epoch(),
     }
 
@@ -206,7 +207,8 @@ def inputs_from(ctx) -> Inputs:
                                       recipe.tinycore.kernel)),
         settings=initrd.LiveSettings(recipe.tinycore.guest_mirror, recipe.hostname,
                                      tuple(recipe.services), recipe.ready_timeout,
-                                     recipe.tc_password_hash),
+                                     recipe.tc_password_hash,
+                                     tuple(recipe.firstboot.sources)),
         boot_codes=tuple(config.live_codes_with_restore(recipe.live_boot_codes(),
                                                         bool(recipe.restore))),
         title=f"{recipe.name} {recipe.version} (install, serial console)",
