@@ -4,6 +4,7 @@ Builds (or reuses) the whole stand-in once per session: the kernel comes from th
 (a cold kernel build takes about 6 minutes), everything else takes seconds.
 """
 
+import base64
 import hashlib
 import json
 import os
@@ -421,6 +422,37 @@ def provider_health(tmp_path: Path, ctr: Path) -> int:
 
 def test_faasd_double_provider_serves_healthz(tmp_path):
     assert provider_health(tmp_path, fake_ctr(tmp_path, "ok")) == 200
+
+
+def http_status(url: str, auth: str | None = None) -> int:
+    request = urllib.request.Request(url)
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            return resp.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_faasd_double_gateway_needs_the_basic_auth_of_its_secrets(tmp_path):
+    # as faasd's gateway: /system/* behind the secrets' basic auth, /healthz open
+    (tmp_path / "docker-compose.yaml").write_text("services: {}\n")
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "basic-auth-user").write_text("admin")
+    (tmp_path / "secrets" / "basic-auth-password").write_text("s3cret:with-colon")
+    port = free_port()
+    env = {**os.environ, "FAASD_DOUBLE_CTR": str(fake_ctr(tmp_path, "ok")),
+           "FAASD_DOUBLE_PORT": str(port)}
+    proc = start(["sh", DOUBLES / "faasd", "up"], cwd=tmp_path, env=env)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        assert wait_healthz(f"{base}/healthz") == 200
+        assert http_status(f"{base}/system/functions") == 401
+        assert http_status(f"{base}/system/functions", "admin:wrong") == 401
+        assert http_status(f"{base}/system/functions", "admin:s3cret:with-colon") == 200
+    finally:
+        kill_group(proc)
 
 
 @pytest.fixture
