@@ -180,6 +180,7 @@ function flow_list(path, v,    n, c, item, s) {
         sub(/^[ \t]+/, "", s)
         c = substr(s, 1, 1)
         if (c == ",") s = substr(s, 2)
+        else if (c == "") fail("unterminated flow list (a list in [ ] must end on its line)")
         else if (c != "]") fail("expected , or ] in a flow list")
     }
 }

@@ -125,7 +125,8 @@ def run_bootlocal(tmp: Path, services: str, timeout: int = 60,
     console = tmp / "console"
     env = {"PATH": "/usr/bin:/bin", "APPLIANCE_CONF": str(conf), "TMPDIR": str(tmp),
            "APPLIANCE_LOG": str(tmp / "boot.log"), "APPLIANCE_INITD": str(tmp / "init.d"),
-           "APPLIANCE_CONSOLE": str(console), "APPLIANCE_MOUNTS": str(tmp / "mounts")}
+           "APPLIANCE_CONSOLE": str(console), "APPLIANCE_MOUNTS": str(tmp / "mounts"),
+           "APPLIANCE_FIRSTBOOT": "true"}  # tests/tools/test_firstboot_tools.py runs it
     (tmp / "mounts").write_text(mounts)
     subprocess.run(["busybox", "sh", str(TEMPLATES / "bootlocal.sh")], env=env, check=True,
                    timeout=10)  # returns at once: the job runs in the background
