@@ -95,7 +95,7 @@ has() {
 # children FLAT PATH: the keys or indexes right below PATH ("" = the top), once each, in order.
 children() {
     awk -F "$TAB" -v p="${2:+$2.}" '
-        $1 !~ /^!/ && index($1, p) == 1 && length($1) > length(p) {
+        $1 !~ /^!/ && (p == "" || index($1, p) == 1) && length($1) > length(p) {
             k = substr($1, length(p) + 1)
             sub(/\..*$/, "", k)
             if (!(k in s)) { s[k] = 1; print k }
@@ -577,7 +577,8 @@ plan_ovf() {
         esac
     done
     _h=$(get "$_o" hostname) && plan_hostname "$_h" ovf
-    get "$_o" ssh_public_key | while read -r _key; do
+    # one key a line; the value has no newline at its end, for which read would stop early
+    { get "$_o" ssh_public_key; echo; } | while read -r _key; do
         plan_key "$_key" "ovf: ssh_public_key"
     done
     plan_secret "$_o" password_hash password_hash
