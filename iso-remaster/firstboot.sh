@@ -124,6 +124,9 @@ sources() {
         printf 'nocloud\novf\n'
         return 0
     fi
+    sed 's/[[:space:]]//g' "$_file" | grep -vE '^(nocloud|ovf|)$' | while read -r _bad; do
+        log "$_file: unknown source $_bad; ignored"
+    done
     _list=$(sed 's/[[:space:]]//g' "$_file" | grep -E '^(nocloud|ovf)$')
     [ -n "$_list" ] || return 1
     echo "$_list"
@@ -712,17 +715,20 @@ apply_keys() {
         error "ssh_authorized_keys: cannot make $_ssh"
         return
     fi
+    # tc owns the folder: root never writes through a link tc may have put there
+    if [ -L "$_ssh" ] || [ -L "$_auth" ]; then
+        error "ssh_authorized_keys: $_auth or its folder is a symbolic link; not changed"
+        return
+    fi
     touch "$_auth"
     # new keys after the ones already there (the build's or the user's), each once
     if awk 'FILENAME == ARGV[1] { have[$0] = 1; next } !($0 in have) { have[$0] = 1; print }' \
-            "$_auth" "$_plan" > "$_auth.firstboot" && cat "$_auth.firstboot" >> "$_auth"; then
-        rm -f "$_auth.firstboot"
+            "$_auth" "$_plan" > "$WORK/keys.new" && cat "$WORK/keys.new" >> "$_auth"; then
         chmod 600 "$_auth"
         chown "$APPLIANCE_TC_OWNER" "$_ssh" "$_auth" 2>> "$APPLIANCE_LOG" ||
             log "ssh_authorized_keys: chown $APPLIANCE_TC_OWNER failed"
         applied ssh_authorized_keys
     else
-        rm -f "$_auth.firstboot"
         error "ssh_authorized_keys: cannot write $_auth"
     fi
 }
@@ -763,11 +769,10 @@ write_one() {
     _owner=$(get "$_u" "$_e.owner")
     # new folders as install would make them, whatever this script's umask
     (umask 022 && mkdir -p "${_target%/*}") || return 1
-    _tmp=${_target%/*}/.firstboot.$$
+    # a fresh name (mktemp): a name known in advance could be a planted symlink
+    _tmp=$(mktemp "${_target%/*}/.firstboot.XXXXXX") || return 1
     if [ "$(get "$_u" "$_e.append")" = true ] && [ -f "$_target" ]; then
-        cp -p "$_target" "$_tmp" || return 1
-    else
-        : > "$_tmp" || return 1
+        cat "$_target" > "$_tmp" || { rm -f "$_tmp"; return 1; }
     fi
     if get "$_u" "$_e.content" >> "$_tmp" || ! has "$_u" "$_e.content"; then
         chmod "${_mode:-0644}" "$_tmp" && chown "${_owner:-root:root}" "$_tmp" &&

@@ -352,3 +352,86 @@ def test_a_seed_is_found_by_its_label(root):
                          "blkid -c /dev/null -t LABEL=CIDATA -o device"]
     assert tools[2].startswith(f"mount -r {image} ") and tools[3] == "umount"
     assert not list(root.path.glob("firstboot.*"))  # its work folder is gone
+
+
+NETWORK_V1 = """version: 1
+config:
+    - type: physical
+      name: eth0
+      mac_address: '52:54:00:12:34:56'
+      subnets:
+      - type: static
+        address: '10.9.8.7'
+        netmask: '255.255.254.0'
+        gateway: '10.9.8.1'
+    - type: nameserver
+      address:
+      - '10.9.8.2'
+"""
+
+
+@pytest.mark.parametrize("network,calls,resolv", [
+    (NETWORK_V1, ["ifconfig eth1 10.9.8.7 netmask 255.255.254.0 up",
+                  "route add default gw 10.9.8.1"], "nameserver 10.9.8.2\n"),
+    ("network:\n  version: 1\n  config:\n  - type: physical\n    name: eth0\n"
+     "    subnets:\n    - type: dhcp\n", [], None),
+    ("version: 2\nethernets:\n  eth0:\n    dhcp4: true\n", [], None),
+], ids=["v1-static-by-mac", "v1-dhcp", "v2-dhcp"])
+def test_network_config_versions(root, network, calls, resolv):
+    root.seed(user=None, network=network)
+    assert root.boot() == ["APPLIANCE-FIRSTBOOT: applied nocloud iid-one hostname,network"]
+    assert root.calls() == ["sethostname meta-host", *calls]
+    assert (root.read("etc/resolv.conf") if resolv else None) == resolv
+
+
+@pytest.mark.parametrize("network,error", [
+    ("version: 2\nethernets:\n  eth0:\n    addresses: ['2001:db8::5/64']\n",
+     "network-config: only IPv4 is supported (address 2001:db8::5/64)"),
+    ("version: 2\nethernets:\n  eth0:\n    addresses: [10.0.0.5]\n",
+     "network-config: address 10.0.0.5 has neither a /prefix nor a netmask"),
+    ("version: 3\n", 'network-config: version "3" is not supported (1 or 2)'),
+    ("version: 1\nconfig:\n  - type: physical\n    subnets:\n      - type: ipv6_slaac\n",
+     'network-config: subnet type "ipv6_slaac" is not supported (static or dhcp)'),
+])
+def test_a_network_that_does_not_check_out_is_not_applied(root, network, error):
+    root.seed(user=None, network=network)
+    assert root.boot() == [f"APPLIANCE-FIRSTBOOT: ERROR {error}",
+                           "APPLIANCE-FIRSTBOOT: applied nocloud iid-one hostname"]
+    assert root.calls() == ["sethostname meta-host"]
+
+
+def test_a_bad_write_files_entry_writes_none_of_them(root):
+    user = USER.replace("path: /usr/local/etc/app/app.conf", "path: relative/app.conf")
+    root.seed(user=user, network=None)
+    lines = root.boot()
+    assert lines[0] == "APPLIANCE-FIRSTBOOT: ERROR user-data: write_files[1].path must be absolute"
+    assert "write_files" not in lines[1] and "runcmd" in lines[1]
+    assert not (root.path / "root/etc/motd").exists()
+
+
+def test_runcmd_strings_for_a_shell_are_refused(root):
+    root.seed(user="#cloud-config\nruncmd:\n  - [touch, /tmp/x]\n  - echo hi > /tmp/y\n",
+              network=None)
+    assert root.boot() == [
+        "APPLIANCE-FIRSTBOOT: ERROR user-data: runcmd[1] is not an argv list ([cmd, arg, ...]); "
+        "runcmd refused",
+        "APPLIANCE-FIRSTBOOT: applied nocloud iid-one hostname"]
+
+
+def test_keys_are_never_written_through_a_link(root):
+    root.seed(network=None)
+    (root.path / "home/tc/.ssh").mkdir(parents=True)
+    (root.path / "home/tc/.ssh/authorized_keys").symlink_to(root.path / "etc/shadow")
+    lines = root.boot()
+    assert lines[0].startswith("APPLIANCE-FIRSTBOOT: ERROR ssh_authorized_keys: ")
+    assert "ssh_authorized_keys" not in lines[1]
+    assert "ssh-ed25519" not in root.read("etc/shadow")
+
+
+def test_write_files_append_keeps_what_was_there(root):
+    (root.path / "root/etc").mkdir(parents=True)
+    (root.path / "root/etc/motd").write_text("first\n")
+    root.seed(user="#cloud-config\nwrite_files:\n  - path: /etc/motd\n    append: true\n"
+                   "    content: |\n      second\n", network=None)
+    root.boot()
+    assert root.read("root/etc/motd") == "first\nsecond\n"

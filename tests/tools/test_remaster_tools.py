@@ -317,7 +317,7 @@ def test_bootsync_without_an_ssh_server_says_so_and_goes_on(guest):
 
 # --- bootsync.sh on a frugal install: state from the disk ----------------------------------
 
-STATE_DIRS = ("var/lib/containerd", "var/lib/faasd", "var/lib/faasd-provider")
+STATE_DIRS = ("var/lib/containerd", "var/lib/faasd", "var/lib/faasd-provider", "var/lib/appliance")
 
 
 def mounts_on(target: Path) -> int:
