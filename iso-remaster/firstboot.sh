@@ -10,7 +10,8 @@
 #   ovf      an OVF environment: ovf-env.xml on a CD (the OVF "iso" transport)
 # A seed is applied once per instance-id (NoCloud) or per digest of its properties (OVF);
 # the host name and the network are runtime state, re-applied from
-# /var/lib/appliance/firstboot/ at every boot (tc-config resets the one and starts udhcpc).
+# /var/lib/appliance/firstboot/ at every boot (tc-config resets the one and starts udhcpc),
+# and so are tc's keys and password hash where / is a tmpfs (frugal) that forgets them.
 # The supported settings and YAML are in iso-remaster/README.md. One line on the console:
 #   APPLIANCE-FIRSTBOOT: applied SOURCE ID SETTINGS | unchanged SOURCE ID | none | off
 # plus `APPLIANCE-FIRSTBOOT: ERROR ...` for each thing that could not be used. Secrets (the
@@ -43,6 +44,7 @@ export PATH
 : "${APPLIANCE_IFCONFIG:=ifconfig}"
 : "${APPLIANCE_ROUTE:=route}"
 : "${APPLIANCE_RUNCMD_TIMEOUT:=120}"
+: "${APPLIANCE_MOUNTS:=/proc/mounts}"
 STATE=$APPLIANCE_FIRSTBOOT_STATE
 TAB=$(printf '\t')
 SETTINGS=""
@@ -669,16 +671,32 @@ runtime_network() {
 # A saved password hash comes back when tc's is locked again: on a frugal install tc-config
 # makes tc afresh at every boot and bootsync.sh locks it ("*"). A password changed later on
 # a traditional install is never reset.
-runtime_password() {
-    [ -s "$STATE/password_hash" ] || return 0
-    [ "$(awk -F: '$1 == "tc" { print $2 }' "$APPLIANCE_SHADOW" 2>/dev/null)" = "*" ] || return 0
-    set_tc_shadow "$STATE/password_hash" && log "password of tc set again from the seed's hash"
+# Is / forgotten at power-off? A frugal install's / is a tmpfs (noembed), the live ISO's the
+# initramfs: /etc/shadow and /home/tc are made afresh at every boot there (tc-config's
+# addUser, then bootsync.sh locks tc), while a traditional install keeps them on the disk.
+volatile_root() {
+    case "$(awk '$2 == "/" { t = $3 } END { print t }' "$APPLIANCE_MOUNTS" 2>/dev/null)" in
+        tmpfs | rootfs | ramfs) return 0 ;;
+    esac
+    return 1
+}
+
+# On a volatile root the instance's keys and password hash come back at every boot; on a
+# disk they were written once, and a password or key changed later stays changed.
+runtime_volatile() {
+    volatile_root || return 0
+    if [ -s "$STATE/authorized_keys" ] && add_keys "$STATE/authorized_keys"; then
+        log "ssh_authorized_keys: the seed's keys again (volatile root)"
+    fi
+    if [ -s "$STATE/password_hash" ] && set_tc_shadow "$STATE/password_hash"; then
+        log "password: the seed's hash for tc again (volatile root)"
+    fi
 }
 
 runtime() {
     runtime_hostname
     runtime_network
-    runtime_password
+    runtime_volatile
 }
 
 # set_tc_shadow FILE: tc's password field becomes FILE's line. The hash goes from file to
@@ -706,30 +724,36 @@ apply_network() {
     cp "$WORK/plan/network" "$STATE/network" && applied network
 }
 
-apply_keys() {
-    _plan=$WORK/plan/authorized_keys
-    [ -s "$_plan" ] || return 0
+# add_keys FILE: FILE's keys after the ones already in tc's authorized_keys, each once.
+add_keys() {
     _ssh=$APPLIANCE_TC_HOME/.ssh
     _auth=$_ssh/authorized_keys
     if ! (umask 022 && mkdir -p "$APPLIANCE_TC_HOME") || ! mkdir -p "$_ssh" || ! chmod 700 "$_ssh"; then
         error "ssh_authorized_keys: cannot make $_ssh"
-        return
+        return 1
     fi
     # tc owns the folder: root never writes through a link tc may have put there
     if [ -L "$_ssh" ] || [ -L "$_auth" ]; then
         error "ssh_authorized_keys: $_auth or its folder is a symbolic link; not changed"
-        return
+        return 1
     fi
     touch "$_auth"
-    # new keys after the ones already there (the build's or the user's), each once
     if awk 'FILENAME == ARGV[1] { have[$0] = 1; next } !($0 in have) { have[$0] = 1; print }' \
-            "$_auth" "$_plan" > "$WORK/keys.new" && cat "$WORK/keys.new" >> "$_auth"; then
+            "$_auth" "$1" > "$WORK/keys.new" && cat "$WORK/keys.new" >> "$_auth"; then
         chmod 600 "$_auth"
         chown "$APPLIANCE_TC_OWNER" "$_ssh" "$_auth" 2>> "$APPLIANCE_LOG" ||
             log "ssh_authorized_keys: chown $APPLIANCE_TC_OWNER failed"
+        return 0
+    fi
+    error "ssh_authorized_keys: cannot write $_auth"
+    return 1
+}
+
+apply_keys() {
+    [ -s "$WORK/plan/authorized_keys" ] || return 0
+    if add_keys "$WORK/plan/authorized_keys"; then
+        cp "$WORK/plan/authorized_keys" "$STATE/authorized_keys"
         applied ssh_authorized_keys
-    else
-        error "ssh_authorized_keys: cannot write $_auth"
     fi
 }
 
@@ -833,10 +857,11 @@ use() {
         ovf) plan_ovf ;;
     esac
     # runtime state of an older instance does not carry over to a new one
-    rm -f "$STATE/hostname" "$STATE/network" "$STATE/password_hash"
+    rm -f "$STATE/hostname" "$STATE/network" "$STATE/password_hash" "$STATE/authorized_keys"
     apply_all
     echo "$_src $SOURCE_ID" > "$STATE/applied"
-    runtime
+    runtime_hostname
+    runtime_network
     console "applied $_src $SOURCE_ID ${SETTINGS:--}"
 }
 

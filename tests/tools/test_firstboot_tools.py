@@ -71,6 +71,7 @@ class Root:
         (p / "sys/eth1/address").write_text(MAC + "\n")
         (p / "etc/shadow").write_text("root:*:18000:0:99999:7:::\ntc:*:18000:0:99999:7:::\n")
         (p / "run/udhcpc.eth1.pid").write_text("999999999\n")  # no such process
+        (p / "mounts").write_text("/dev/sda1 / ext4 rw 0 0\n")  # a traditional install
         rec = p / "bin/rec"
         rec.write_text(f'#!/bin/sh\necho "${{0##*/}} $*" >> "{p}/calls"\n')
         rec.chmod(0o755)
@@ -94,6 +95,7 @@ class Root:
             "APPLIANCE_FAASD_SECRETS": str(p / "var/lib/faasd/secrets"),
             "APPLIANCE_ROOT": str(p / "root"), "APPLIANCE_RESOLV": str(p / "etc/resolv.conf"),
             "APPLIANCE_SYS_NET": str(p / "sys"), "APPLIANCE_RUN": str(p / "run"),
+            "APPLIANCE_MOUNTS": str(p / "mounts"),
         }
 
     def seed(self, meta=META, user=USER, network=NETWORK):
@@ -435,3 +437,23 @@ def test_write_files_append_keeps_what_was_there(root):
                    "    content: |\n      second\n", network=None)
     root.boot()
     assert root.read("root/etc/motd") == "first\nsecond\n"
+
+
+@pytest.mark.parametrize("root_fs,restored", [("tmpfs", True), ("rootfs", True), ("ext4", False)])
+def test_keys_and_password_come_back_where_the_root_forgets_them(root, root_fs, restored):
+    """Frugal (/ a tmpfs) and live (the initramfs): tc-config makes tc and its home afresh
+    at every boot and bootsync.sh locks the password; a disk root keeps what was set, and
+    what the user changed since."""
+    root.seed(network=None)
+    (root.path / "mounts").write_text(f"rootfs / {root_fs} rw 0 0\n")
+    root.boot()
+    (root.path / "etc/shadow").write_text("root:*:1:0:99999:7:::\ntc:*:1:0:99999:7:::\n")
+    shutil.rmtree(root.path / "home/tc")
+    assert root.boot() == ["APPLIANCE-FIRSTBOOT: unchanged nocloud iid-one"]
+    keys = root.path / "home/tc/.ssh/authorized_keys"
+    assert keys.exists() is restored
+    assert (f"tc:{HASH}:" in root.read("etc/shadow")) is restored
+    if restored:
+        assert keys.read_text() == ("ssh-ed25519 AAAAC3key1 alice@laptop\n"
+                                    "ssh-ed25519 AAAAC3key2 bob@host\n")
+        assert root.mode("home/tc/.ssh/authorized_keys") == 0o600
