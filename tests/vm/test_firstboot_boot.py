@@ -6,6 +6,7 @@ that only the seed carries."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -56,19 +57,31 @@ packages: [git]
     return image
 
 
-def test_a_nocloud_seed_configures_the_live_system(standin, tmp_path):  # noqa: F811
+@pytest.fixture(scope="module")
+def live(standin, tmp_path_factory):  # noqa: F811
+    """The remastered stand-in ISO (the recipe's host name, no services)."""
+    tmp = tmp_path_factory.mktemp("live")
     exts = stand_in_extensions(standin)
-    _private, public = keys.build_key(tmp_path / "keys", Runner(tmp_path, echo=lambda s: None))
-    seed_key = tmp_path / "seed_key"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "seed@test", "-f",
-                    str(seed_key)], check=True)
+    _private, public = keys.build_key(tmp / "keys", Runner(tmp, echo=lambda s: None))
     settings = initrd.LiveSettings("http://10.0.2.2:8911/", "recipe-name", (), 120, None)
     inputs = Inputs(
         standin.iso, tuple(exts),
         tuple(cde.onboot_order(exts, ["openssh"], standin.kernel.release)),
         settings, tuple(config.live_codes_with_restore(["cde", "waitusb=1"], False)),
         "tc-appliance first boot vm test", public, None, EPOCH)
-    iso = remaster(inputs, tmp_path / "appliance.iso")
+    return remaster(inputs, tmp / "appliance.iso")
+
+
+def new_key(tmp: Path) -> Path:
+    key = tmp / "seed_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "seed@test", "-f",
+                    str(key)], check=True)
+    return key
+
+
+def test_a_nocloud_seed_configures_the_live_system(live, tmp_path):
+    iso = live
+    seed_key = new_key(tmp_path)
     disk = seed_disk(tmp_path, seed_key.with_suffix(".pub").read_text().strip())
     port = free_port()
     with VM(tmp_path / "vm", cdrom=iso, boot="d", disks=[disk], hostfwd=[(port, 22)],
@@ -89,3 +102,33 @@ def test_a_nocloud_seed_configures_the_live_system(standin, tmp_path):  # noqa: 
         assert state.startswith("drwx------")
         assert "top level: packages is not supported; ignored" in log
         assert HASH not in vm.serial_text() and HASH not in log
+
+
+def test_an_ovf_environment_on_a_cd_configures_the_live_system(live, tmp_path):
+    """ovf-env.xml on an iso9660 filesystem (the OVF "iso" transport), found by its type."""
+    key = new_key(tmp_path)
+    folder = tmp_path / "ovfenv"
+    folder.mkdir()
+    (folder / "ovf-env.xml").write_text(f"""<?xml version="1.0" encoding="UTF-8"?>
+<Environment xmlns="http://schemas.dmtf.org/ovf/environment/1"
+     xmlns:oe="http://schemas.dmtf.org/ovf/environment/1" oe:id="">
+   <PropertySection>
+         <Property oe:key="hostname" oe:value="ovf-vm"/>
+         <Property oe:key="ssh_public_key" oe:value="{key.with_suffix('.pub').read_text().strip()}"/>
+         <Property oe:key="ip" oe:value=""/>
+   </PropertySection>
+</Environment>
+""")
+    disk = tmp_path / "ovf-env.iso"
+    subprocess.run(["xorriso", "-as", "mkisofs", "-V", "OVF ENV", "-J", "-r", "-o", str(disk),
+                    str(folder)], check=True, capture_output=True)
+    port = free_port()
+    with VM(tmp_path / "vm", cdrom=live, boot="d", disks=[disk], hostfwd=[(port, 22)],
+            memory_mb=768, name="ovf") as vm:
+        line = vm.wait_for(r"^APPLIANCE-FIRSTBOOT: (.*?)\r?$", MARKER_TIMEOUT_S).group(1)
+        assert re.fullmatch(r"applied ovf [0-9a-f]{16} hostname,ssh_authorized_keys", line), \
+            vm.tail()
+        vm.wait_for(r"^APPLIANCE-LIVE", 120)
+        probe = ssh(key, port, "hostname")
+        assert probe.returncode == 0, probe.stderr + vm.tail()
+        assert probe.stdout.strip() == "ovf-vm"
