@@ -457,3 +457,62 @@ def test_keys_and_password_come_back_where_the_root_forgets_them(root, root_fs, 
         assert keys.read_text() == ("ssh-ed25519 AAAAC3key1 alice@laptop\n"
                                     "ssh-ed25519 AAAAC3key2 bob@host\n")
         assert root.mode("home/tc/.ssh/authorized_keys") == 0o600
+
+
+def test_a_seed_with_nothing_to_apply(root):
+    root.seed(meta="instance-id: bare\n", user="#!/bin/sh\necho scripts are not run\n",
+              network=None)
+    assert root.boot() == ["APPLIANCE-FIRSTBOOT: applied nocloud bare -"]
+    assert "user-data is a script: not supported; ignored" in root.read("boot.log")
+
+
+@pytest.mark.parametrize("meta,error", [
+    ("local-hostname: h\n", "meta-data: no instance-id"),
+    ("instance-id: 'a b'\n", "meta-data: instance-id: only letters, digits and ._:-"),
+    ("instance-id: [x\n", "meta-data line 1: unterminated flow list"),
+])
+def test_an_unusable_meta_data_falls_through_to_the_next_source(root, meta, error):
+    root.seed(meta=meta)
+    (root.path / "ovf/ovf-env.xml").write_text(OVF_ENV)
+    lines = root.boot()
+    assert lines[0].startswith(f"APPLIANCE-FIRSTBOOT: ERROR {error}")
+    assert lines[1].startswith("APPLIANCE-FIRSTBOOT: applied ovf ") and len(lines) == 2
+
+
+def run_bootlocal(tmp: Path, firstboot: str) -> tuple[list[str], str]:
+    """bootlocal.sh with one service and APPLIANCE_FIRSTBOOT=firstboot; (calls, console)."""
+    (tmp / "conf").mkdir()
+    (tmp / "conf/services").write_text("svc\n")
+    (tmp / "conf/ready_timeout").write_text("30\n")
+    (tmp / "init.d").mkdir()
+    svc = tmp / "init.d/svc"
+    svc.write_text(f'#!/bin/sh\necho "svc $1" >> "{tmp}/calls"\n')
+    svc.chmod(0o755)
+    (tmp / "mounts").write_text("/dev/sda1 / ext4 rw 0 0\n")
+    env = {"PATH": "/usr/bin:/bin", "APPLIANCE_CONF": str(tmp / "conf"), "TMPDIR": str(tmp),
+           "APPLIANCE_LOG": str(tmp / "boot.log"), "APPLIANCE_INITD": str(tmp / "init.d"),
+           "APPLIANCE_CONSOLE": str(tmp / "console"), "APPLIANCE_MOUNTS": str(tmp / "mounts"),
+           "APPLIANCE_FIRSTBOOT": firstboot}
+    # bootlocal.sh returns at once; its job runs on: poll for its marker
+    subprocess.run(["busybox", "sh", str(TEMPLATES / "bootlocal.sh")], env=env, check=True,
+                   timeout=10)
+    subprocess.run(["busybox", "sh", "-c", f'i=0; while ! grep -q READY "{tmp}/console" '
+                    '2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done'],
+                   check=True, timeout=60)
+    calls = (tmp / "calls").read_text().splitlines()
+    return calls, (tmp / "console").read_text()
+
+
+def test_bootlocal_runs_firstboot_before_any_service(tmp_path):
+    fake = tmp_path / "firstboot"
+    fake.write_text(f'#!/bin/sh\necho firstboot >> "{tmp_path}/calls"\n')
+    fake.chmod(0o755)
+    calls, console = run_bootlocal(tmp_path, str(fake))
+    assert calls == ["firstboot", "svc start", "svc status"]
+    assert console == "APPLIANCE-READY\n"
+
+
+@pytest.mark.parametrize("firstboot", ["false", "/nonexistent/firstboot.sh"])
+def test_a_failing_or_missing_firstboot_never_fails_the_boot(tmp_path, firstboot):
+    calls, console = run_bootlocal(tmp_path, firstboot)
+    assert calls == ["svc start", "svc status"] and console == "APPLIANCE-READY\n"
