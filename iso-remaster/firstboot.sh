@@ -16,8 +16,9 @@
 #   APPLIANCE-FIRSTBOOT: applied SOURCE ID SETTINGS | unchanged SOURCE ID | none | off
 # plus `APPLIANCE-FIRSTBOOT: ERROR ...` for each thing that could not be used. Secrets (the
 # password hash, the faasd password) go from file to file through awk, never through a
-# command line, a log or the console. Bounded: every outside command has a timeout. It
-# never fails: the appliance boots as today with whatever could be applied.
+# command line, a log or the console. Bounded: what can hang (blkid, mount, ifconfig, route,
+# runcmd) runs under timeout. It never fails: the appliance boots as today with whatever
+# could be applied.
 PATH=/usr/local/sbin:/usr/local/bin:/sbin:/bin:/usr/sbin:/usr/bin
 export PATH
 # Tests point these elsewhere; at boot they are the defaults.
