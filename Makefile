@@ -18,7 +18,7 @@ IMAGE_PACKAGES := packer qemu-system-x86 qemu-utils squashfs-tools xorriso skope
 	ca-certificates
 TEST_PACKAGES := isolinux syslinux-utils extlinux syslinux-common busybox-static acpid dropbear-bin \
 	e2fsprogs containerd runc containernetworking-plugins iptables linux-source-6.1 \
-	docker-registry libxml2-utils shellcheck fdisk patchelf openssh-sftp-server
+	docker-registry libxml2-utils shellcheck fdisk patchelf openssh-sftp-server strace
 APT_PACKAGES := $(IMAGE_PACKAGES) $(TEST_PACKAGES)
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)

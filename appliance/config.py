@@ -328,7 +328,8 @@ SHA512_CRYPT = re.compile(r"^\$6\$(rounds=[0-9]{1,9}\$)?[./0-9A-Za-z]{1,16}\$[./
 GUEST_PATH = re.compile(r"^[A-Za-z0-9._@%+,=:~-]+(/[A-Za-z0-9._@%+,=:~-]+)*$")
 # Restore runs before these run (docs/architecture.md#guest-scripts): a restored copy would silently
 # replace the appliance's own boot scripts.
-PROTECTED_PATHS = ("opt/bootlocal.sh", "opt/bootsync.sh")
+PROTECTED_PATHS = ("opt/bootlocal.sh", "opt/bootsync.sh", "opt/firstboot.sh",
+                   "opt/yaml-subset.awk", "opt/ovf-env.awk")
 
 
 def check_hostname(value: str) -> str:

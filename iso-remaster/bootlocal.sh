@@ -22,6 +22,7 @@ export PATH
 : "${APPLIANCE_INITD:=/usr/local/etc/init.d}"
 : "${APPLIANCE_CONSOLE:=/dev/console}"
 : "${APPLIANCE_MOUNTS:=/proc/mounts}"
+: "${APPLIANCE_FIRSTBOOT:=/opt/firstboot.sh}"
 DEFAULT_TIMEOUT=600
 
 log() {
@@ -106,6 +107,7 @@ within() {
 }
 
 services_job() {
+    "$APPLIANCE_FIRSTBOOT"
     _deadline=$(($(now) + $(ready_timeout)))
     _loaded=""
     for _svc in $(services); do

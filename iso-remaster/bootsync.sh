@@ -25,7 +25,7 @@ export PATH
 : "${APPLIANCE_ACPI_EVENTS:=/usr/local/etc/acpi/events}"
 : "${APPLIANCE_TCEDIR_LINK:=/etc/sysconfig/tcedir}"
 : "${APPLIANCE_ROOT:=}"
-STATE_DIRS="var/lib/containerd var/lib/faasd var/lib/faasd-provider"
+STATE_DIRS="var/lib/containerd var/lib/faasd var/lib/faasd-provider var/lib/appliance"
 
 log() {
     echo "$(date -u '+%Y-%m-%dT%H:%M:%SZ') bootsync: $*" >> "$APPLIANCE_LOG"

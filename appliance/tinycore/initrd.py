@@ -2,7 +2,8 @@
 
 boot/appliance.gz: what an installed system keeps. /opt/tcemirror (the recipe's
 guest_mirror), /opt/.filetool.lst and /opt/.xfiletool.lst, /opt/bootsync.sh and
-/opt/bootlocal.sh (iso-remaster/), and the settings those scripts read from
+/opt/bootlocal.sh, /opt/firstboot.sh with its parsers /opt/yaml-subset.awk and
+/opt/ovf-env.awk (iso-remaster/), and the settings those scripts read from
 /etc/sysconfig/appliance/ (hostname, services, ready_timeout, firstboot_sources, and the tc
 password hash, 0600, only when the recipe sets one). Settings are data files, never pasted into the
 scripts, so the scripts are checked by shellcheck as they ship.
@@ -103,6 +104,11 @@ def appliance_files(settings: LiveSettings, templates: Path) -> list[cpio.Entry]
         _staff("opt/bootlocal.sh", template("bootlocal.sh"), 0o775),
         # every power-off and reboot stops the services first (Tiny Core's shutdown does not)
         cpio.file("opt/appliance-stop.sh", template("appliance-stop.sh"), 0o755),
+        # the first-boot configurator (bootlocal.sh runs it before any service) handles
+        # secrets as root: root's files, not staff's
+        cpio.file("opt/firstboot.sh", template("firstboot.sh"), 0o755),
+        cpio.file("opt/yaml-subset.awk", template("yaml-subset.awk")),
+        cpio.file("opt/ovf-env.awk", template("ovf-env.awk")),
         # acpid.tcz's (acpid2) rule for the ACPI power button: appliance-stop.sh poweroff
         cpio.file("usr/local/etc/acpi/events/power-button", template("acpi-power-button")),
         cpio.file(f"{SETTINGS}/hostname", f"{settings.hostname}\n".encode()),

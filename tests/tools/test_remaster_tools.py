@@ -125,7 +125,8 @@ def run_bootlocal(tmp: Path, services: str, timeout: int = 60,
     console = tmp / "console"
     env = {"PATH": "/usr/bin:/bin", "APPLIANCE_CONF": str(conf), "TMPDIR": str(tmp),
            "APPLIANCE_LOG": str(tmp / "boot.log"), "APPLIANCE_INITD": str(tmp / "init.d"),
-           "APPLIANCE_CONSOLE": str(console), "APPLIANCE_MOUNTS": str(tmp / "mounts")}
+           "APPLIANCE_CONSOLE": str(console), "APPLIANCE_MOUNTS": str(tmp / "mounts"),
+           "APPLIANCE_FIRSTBOOT": "true"}  # tests/tools/test_firstboot_tools.py runs it
     (tmp / "mounts").write_text(mounts)
     subprocess.run(["busybox", "sh", str(TEMPLATES / "bootlocal.sh")], env=env, check=True,
                    timeout=10)  # returns at once: the job runs in the background
@@ -318,7 +319,7 @@ def test_bootsync_without_an_ssh_server_says_so_and_goes_on(guest):
 
 # --- bootsync.sh on a frugal install: state from the disk ----------------------------------
 
-STATE_DIRS = ("var/lib/containerd", "var/lib/faasd", "var/lib/faasd-provider")
+STATE_DIRS = ("var/lib/containerd", "var/lib/faasd", "var/lib/faasd-provider", "var/lib/appliance")
 
 
 def mounts_on(target: Path) -> int:

@@ -171,6 +171,11 @@ def test_appliance_gz_carries_what_the_installed_system_keeps(done):
         assert members[name].data == (TEMPLATES / template).read_bytes()
         assert (members[name].uid, members[name].gid) == (0, 50)
     assert stat.S_IMODE(members["opt/bootsync.sh"].mode) == 0o775
+    for name in ("firstboot.sh", "yaml-subset.awk", "ovf-env.awk"):  # root's: it handles secrets
+        first = members[f"opt/{name}"]
+        assert first.data == (TEMPLATES / name).read_bytes()
+        assert (first.uid, first.gid) == (0, 0)
+        assert stat.S_IMODE(first.mode) == (0o755 if name.endswith(".sh") else 0o644)
     stop = members["opt/appliance-stop.sh"]  # every power-off stops the services first
     assert stop.data == (TEMPLATES / "appliance-stop.sh").read_bytes()
     assert stat.S_IMODE(stop.mode) == 0o755 and stop.uid == 0

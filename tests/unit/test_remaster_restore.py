@@ -76,7 +76,8 @@ def test_nothing_to_restore_is_no_archive():
 
 
 @pytest.mark.parametrize("path", ["/etc/motd", "../x", "etc/../x", "etc/./x", "", "a b",
-                                  "etc/motd\n", "opt/bootlocal.sh", "opt/bootsync.sh"])
+                                  "etc/motd\n", "opt/bootlocal.sh", "opt/bootsync.sh",
+                                  "opt/firstboot.sh", "opt/yaml-subset.awk"])
 def test_bad_destinations_are_recipe_errors(tree, path):
     with pytest.raises(ValueError):
         item(tree / "motd", path)
