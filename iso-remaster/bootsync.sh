@@ -47,7 +47,8 @@ set_tc_shadow() {
     fi
     _new=$APPLIANCE_SHADOW.appliance
     # cat > keeps the owner and mode of the shadow file
-    if (umask 077 && awk -F: -v OFS=: -v hash="$1" '$1 == "tc" { $2 = hash } { print }' \
+    # the hash through the environment: an argument would show in every `ps` listing
+    if (umask 077 && TC_HASH=$1 awk -F: -v OFS=: '$1 == "tc" { $2 = ENVIRON["TC_HASH"] } { print }' \
             "$APPLIANCE_SHADOW" > "$_new") && cat "$_new" > "$APPLIANCE_SHADOW"; then
         rm -f "$_new"
         return 0
