@@ -64,7 +64,7 @@ class VM:
     workdir: Path
     memory_mb: int = 512
     cdrom: Path | None = None
-    disks: list[Path] = field(default_factory=list)  # raw images on IDE, sda first
+    disks: list[Path] = field(default_factory=list)  # raw (or *.qcow2) images on IDE, sda first
     kernel: Path | None = None
     initrd: Path | None = None
     append: str | None = None
@@ -95,7 +95,8 @@ class VM:
             "-pidfile", str(self.pidfile), "-boot", self.boot,
         ]  # fmt: skip
         for index, disk in enumerate(self.disks):
-            argv += ["-drive", f"file={disk},format=raw,if=ide,index={index},media=disk"]
+            fmt = "qcow2" if disk.suffix == ".qcow2" else "raw"
+            argv += ["-drive", f"file={disk},format={fmt},if=ide,index={index},media=disk"]
         if self.cdrom:
             argv += [
                 "-drive",
@@ -151,6 +152,12 @@ class VM:
         if self._sock:
             self._sock.close()
             self._sock = None
+
+    def wait_stopped(self, timeout: float) -> bool:
+        """True once QEMU has exited by itself (a guest power-off: -no-reboot) in time."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return not self.running()
 
     def __enter__(self) -> VM:
         return self.start()

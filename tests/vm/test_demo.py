@@ -28,52 +28,14 @@ import pytest
 from appliance import keys
 from appliance.paths import MARKER, REPO, cache_root
 from appliance.vm.boot_check import free_port
+from tests.vm.demo_build import DEMO_TIMEOUT_S, Demo
 from tests.vm.qemu_harness import VM
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(5400)]
 
-DEMO_TIMEOUT_S = 3600
 LIVE_TIMEOUT_S = 600
 IMAGE = "docker.io/standin/busybox:1.35.0"
 PHASES = ["boot", "ssh", "install", "reboot", "verify", "cleanup", "shutdown", "convert"]
-
-
-class Demo:
-    def __init__(self, root: Path, mode: str):
-        self.root, self.mode = root, mode
-        self.build, self.out = root / "build", root / "out"
-        self.env = {**os.environ, "APPLIANCE_BUILD": str(self.build),
-                    "APPLIANCE_OUT": str(self.out)}
-        self.log = root / "demo.log"
-
-    def run(self) -> subprocess.CompletedProcess:
-        with open(self.log, "w") as log:
-            return subprocess.run(["make", "demo", f"INSTALL_MODE={self.mode}"], cwd=REPO,
-                                  env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                  timeout=DEMO_TIMEOUT_S)
-
-    def output(self) -> str:
-        return self.log.read_text()
-
-    def qcow2(self) -> Path:
-        return next((self.build / "packer").glob("*.qcow2"))
-
-
-def run_demo(tmp_path_factory, mode: str) -> Demo:
-    demo = Demo(tmp_path_factory.mktemp(f"demo-{mode}"), mode)
-    result = demo.run()
-    assert result.returncode == 0, demo.output()[-6000:]
-    return demo
-
-
-@pytest.fixture(scope="module")
-def traditional(tmp_path_factory) -> Demo:
-    return run_demo(tmp_path_factory, "traditional")
-
-
-@pytest.fixture(scope="module")
-def frugal(tmp_path_factory) -> Demo:
-    return run_demo(tmp_path_factory, "frugal")
 
 
 def qemu_img_info(path: Path) -> dict:
