@@ -224,7 +224,8 @@ parse_yaml() {
             "$1.flat" | while read -r _line; do log "$_line"; done
         return 0
     fi
-    error "$2 $(awk -F "$TAB" '$1 == "!error" { print $2 }' "$1.flat")"
+    _why=$(awk -F "$TAB" '$1 == "!error" { print $2 }' "$1.flat")
+    error "$2 ${_why:-could not be read (awk failed; see $APPLIANCE_LOG)}"
     : > "$1.flat"
     return 1
 }
@@ -240,13 +241,16 @@ function ip4(s,    n, a, i) {
     for (i = 1; i <= 4; i++) if (a[i] !~ /^[0-9]+$/ || a[i] + 0 > 255) return 0
     return 1
 }
-function mask(p,    m, i, o, bits) {
+# A table, not 256 - 2 ^ (8 - bits): busybox awk without FEATURE_AWK_LIBM (Debian'"'"'s, and
+# unconfirmed for tc11) has no ^ ("Math support is not compiled in").
+function mask(p,    m, i, o, bits, part) {
+    split("128 192 224 240 248 252 254", part, " ")
     m = ""
     for (i = 0; i < 4; i++) {
         bits = p - 8 * i
         if (bits >= 8) o = 255
         else if (bits <= 0) o = 0
-        else o = 256 - 2 ^ (8 - bits)
+        else o = part[bits]
         m = m (i ? "." : "") o
     }
     return m
@@ -330,7 +334,7 @@ function v1(    i, t, phys, s, st) {
         dns = list(s ".dns_nameservers") dns
     } else fail("subnet type \"" st "\" is not supported (static or dhcp)")
 }
-function v2(    i, id, b, k) {
+function v2(    i, id, b, k, matched) {
     for (i = 1; i <= n; i++)
         if (order[i] ~ /^ethernets\.[^.]+\./) {
             id = order[i]
@@ -340,9 +344,11 @@ function v2(    i, id, b, k) {
         }
     if (id == "") fail("no ethernets")
     b = "ethernets." id
+    # `in` before any v[...] read: reading an element creates it
+    matched = ((b ".match.macaddress") in v) || ((b ".match.name") in v)
     mac = v[b ".match.macaddress"]
     iface = v[b ".set-name"]
-    if (iface == "" && !((b ".match.macaddress") in v) && !((b ".match.name") in v)) iface = id
+    if (iface == "" && !matched) iface = id
     if ((b ".addresses.0") in v) {
         mode = "static"
         address = v[b ".addresses.0"]
@@ -371,10 +377,11 @@ END {
 
 # plan_network RAW WHAT: $WORK/plan/network from NAME=VALUE lines, checked.
 plan_network() {
-    if awk "$NET_CHECK" "$1" > "$WORK/plan/network.new"; then
+    if awk "$NET_CHECK" "$1" > "$WORK/plan/network.new" 2>> "$APPLIANCE_LOG"; then
         mv "$WORK/plan/network.new" "$WORK/plan/network"
     else
-        error "$2: $(sed -n 's/^!error //p' "$WORK/plan/network.new")"
+        _why=$(sed -n 's/^!error //p' "$WORK/plan/network.new")
+        error "$2: ${_why:-could not be checked (awk failed; see $APPLIANCE_LOG)}"
         rm -f "$WORK/plan/network.new"
     fi
 }
@@ -534,7 +541,7 @@ read_network_config() {
     _nc=$WORK/nocloud/network-config
     [ -s "$_nc" ] || return 0
     parse_yaml "$_nc" network-config || return 0
-    awk -F "$TAB" "$UNESC$NET_YAML" "$_nc.flat" > "$_nc.raw"
+    awk -F "$TAB" "$UNESC$NET_YAML" "$_nc.flat" > "$_nc.raw" 2>> "$APPLIANCE_LOG"
     if grep -q '^!error ' "$_nc.raw"; then
         error "network-config: $(sed -n 's/^!error //p' "$_nc.raw")"
         return 0

@@ -378,7 +378,12 @@ config:
     ("network:\n  version: 1\n  config:\n  - type: physical\n    name: eth0\n"
      "    subnets:\n    - type: dhcp\n", [], None),
     ("version: 2\nethernets:\n  eth0:\n    dhcp4: true\n", [], None),
-], ids=["v1-static-by-mac", "v1-dhcp", "v2-dhcp"])
+    # a prefix that is not a multiple of 8 (busybox awk may have no ^), the id as the name
+    ("version: 2\nethernets:\n  eth1:\n    addresses: [10.0.2.15/25]\n    gateway4: 10.0.2.2\n"
+     "    nameservers:\n      addresses: [10.0.2.3]\n",
+     ["ifconfig eth1 10.0.2.15 netmask 255.255.255.128 up", "route add default gw 10.0.2.2"],
+     "nameserver 10.0.2.3\n"),
+], ids=["v1-static-by-mac", "v1-dhcp", "v2-dhcp", "v2-static-prefix-25"])
 def test_network_config_versions(root, network, calls, resolv):
     root.seed(user=None, network=network)
     assert root.boot() == ["APPLIANCE-FIRSTBOOT: applied nocloud iid-one hostname,network"]
