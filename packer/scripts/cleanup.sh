@@ -17,7 +17,8 @@ export PATH
 : "${APPLIANCE_STOP:=/opt/appliance-stop.sh}"
 
 RECORD=/usr/local/share/tc-appliance
-STATE_DIRS="/var/lib/containerd /var/lib/faasd /var/lib/faasd-provider /var/lib/cni"
+# /var/lib/appliance: firstboot.sh's state (the applied id, the per-machine salt)
+STATE_DIRS="/var/lib/containerd /var/lib/faasd /var/lib/faasd-provider /var/lib/cni /var/lib/appliance"
 
 say() {
     echo "cleanup: $*"
