@@ -82,8 +82,9 @@ bench: deps
 lock: image-deps
 	$(PY) pipeline.py lock -c $(RECIPE)
 
+# The junit XML is for `make bench` (the last run's wall time); build/ is git-ignored.
 test: deps
-	$(PY) -m pytest -m '' tests
+	$(PY) -m pytest -m '' tests --junitxml=build/test-results.xml
 
 test-fast: venv
 	$(PY) -m pytest
