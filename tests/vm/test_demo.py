@@ -27,6 +27,7 @@ import pytest
 
 from appliance import keys
 from appliance.paths import MARKER, REPO, cache_root
+from appliance.vm import timeline
 from appliance.vm.boot_check import free_port
 from tests.vm.qemu_harness import VM
 
@@ -276,10 +277,18 @@ def test_make_demo_fills_out_with_the_deliverables(traditional):
     assert manifest["accelerator"] in ("kvm", "tcg")
 
 
-def test_image_boots_the_qcow2_and_the_ovas_disk_twice_each(traditional):
-    result = run_test_image(traditional)  # default: every qcow2 and OVA in out/
+@pytest.fixture(scope="module")
+def tested_images(traditional) -> subprocess.CompletedProcess:
+    """One `test-image` of the demo's deliverables (two boots each), shared by the tests
+    that read its verdicts and the serial logs it keeps."""
+    return run_test_image(traditional)  # default: every qcow2 and OVA in out/
+
+
+def test_image_boots_the_qcow2_and_the_ovas_disk_twice_each(traditional, tested_images):
+    result = tested_images
     assert result.returncode == 0, result.stdout + result.stderr[-4000:]
-    verdicts = [line for line in result.stdout.splitlines() if line.startswith("test-image:")]
+    verdicts = [line for line in result.stdout.splitlines()
+                if line.startswith(("test-image: PASS", "test-image: FAIL"))]
     assert len(verdicts) == 2 and all(v.startswith("test-image: PASS") for v in verdicts)
     assert any(".qcow2 " in v for v in verdicts) and any(".ova " in v for v in verdicts)
     assert all(re.search(r"boot 1: \d+ s, boot 2: \d+ s", v) for v in verdicts)
@@ -293,6 +302,32 @@ def test_image_boots_the_qcow2_and_the_ovas_disk_twice_each(traditional):
             stops = re.findall(r"^APPLIANCE-STOP (\S+) (\S+)\s*$", serial, re.MULTILINE)
             assert stops == [("faasd", "ok"), ("containerd", "ok")], serial[-3000:]
             assert serial.index("APPLIANCE-READY") < serial.index("APPLIANCE-STOP faasd ok")
+
+
+def test_every_boot_prints_its_timeline_in_order_and_boot_2_imports_no_image(traditional,
+                                                                             tested_images):
+    assert tested_images.returncode == 0, tested_images.stdout + tested_images.stderr[-4000:]
+    printed = re.findall(r"^test-image: boot (\d) timeline: kernel ", tested_images.stdout, re.M)
+    assert printed == ["1", "2", "1", "2"], tested_images.stdout  # per image, after its verdict
+    expected = [p for p in timeline.PHASES if p != "firstboot"]  # firstboot: optional
+    kept = traditional.build / "logs" / "test-image"
+    for image in (traditional.qcow2(), traditional.out / f"{traditional.qcow2().stem}.ova"):
+        boots = []
+        for boot in (1, 2):
+            serial = (kept / f"{image.name}.boot{boot}-serial.log").read_text(errors="replace")
+            [phases] = timeline.parse(serial)  # one boot per log
+            assert timeline.problems(phases) == [], (image.name, boot, phases)
+            assert [p.name for p in phases if p.name != "firstboot"] == expected, serial[-3000:]
+            assert serial.index("APPLIANCE-PHASE ready") < serial.index("APPLIANCE-READY")
+            boots.append(timeline.find(phases, "images"))
+        first, second = boots
+        counts = [timeline.detail_field(first, k) for k in ("imported", "present")]
+        assert all(c is not None and c.isdigit() for c in counts), first
+        listed = sum(map(int, counts))  # every images.lst entry, imported or already there
+        assert listed >= 1, first
+        # the second boot finds every image in containerd's state on the disk
+        assert timeline.detail_field(second, "imported") == "0", second
+        assert timeline.detail_field(second, "present") == str(listed), second
 
 
 def test_image_boots_the_frugal_install_twice(frugal):
