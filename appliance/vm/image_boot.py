@@ -98,10 +98,13 @@ class Verdict:
         return f"test-image: PASS {what} ({times}{note})"
 
     def timeline_lines(self) -> list[str]:
-        """Per boot, its APPLIANCE-PHASE breakdown (appliance/vm/timeline.py)."""
+        """Per boot, its APPLIANCE-PHASE breakdown (appliance/vm/timeline.py); on a failed
+        boot it shows how far the boot got. A boot that printed none gets no line."""
         lines = []
         for n, boot in enumerate(self.boots, 1):
             phases = list(boot.phases)
+            if not phases:
+                continue
             wrong = timeline.problems(phases)
             note = f" (timeline problems: {'; '.join(wrong)})" if wrong else ""
             lines.append(f"test-image: boot {n} timeline: {timeline.breakdown(phases)}{note}")
