@@ -28,7 +28,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 help:
 	@echo "make image      build the appliance (installs deps, locks if no appliance.lock, builds)"
 	@echo "make demo       the whole pipeline offline on the stand-in (INSTALL_MODE=frugal too)"
-	@echo "make bench      one cold + no-op build, remaster vs xorriso, sizes, boot time (table)"
+	@echo "make bench      cold + no-op build, remaster vs xorriso, sizes, boot-to-ready vs bare boot (tables)"
 	@echo "make test       run every test tier: unit, tools and vm (what CI runs)"
 	@echo "make test-fast  unit tests only (seconds)"
 	@echo "make lint       ruff, shellcheck, the applet lint (tc11 commands only), actionlint and zizmor"
@@ -75,15 +75,18 @@ demo: deps
 	$(PY) -m tests.standin.demo --mode $(INSTALL_MODE) $(PIPELINE_ARGS)
 
 # Benchmarks (never timed tests): a cold and a no-op build on the stand-in in build/bench/,
-# remaster vs xorriso, sizes and boot-to-ready; prints a table, also in build/bench/bench.md.
+# remaster vs xorriso, sizes, boot-to-ready against a bare boot and the boot timeline, for both
+# install modes (the frugal one built for its boot rows only); prints tables, also in
+# build/bench/bench.md (`python -m tests.standin.bench --update-readme` rewrites README's).
 bench: deps
 	$(PY) -m tests.standin.bench $(PIPELINE_ARGS)
 
 lock: image-deps
 	$(PY) pipeline.py lock -c $(RECIPE)
 
+# The junit XML is for `make bench` (the last run's wall time); build/ is git-ignored.
 test: deps
-	$(PY) -m pytest -m '' tests
+	$(PY) -m pytest -m '' tests --junitxml=build/test-results.xml
 
 test-fast: venv
 	$(PY) -m pytest

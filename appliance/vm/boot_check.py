@@ -15,12 +15,13 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import requests
 
 from appliance.run import Background, Runner
+from appliance.vm import timeline
 
 GATEWAY_PORT = 8080  # faasd's gateway in the guest
 HEALTH_PATH = "/healthz"
@@ -152,6 +153,7 @@ class BootResult:
     seconds: float  # QEMU start -> READY (or -> failure)
     problem: str | None = None  # None: READY, healthy and powered off
     hard_stop: bool = False  # the guest ignored the ACPI power button
+    phases: tuple[timeline.Phase, ...] = ()  # this boot's APPLIANCE-PHASE lines
 
 
 class Qmp:
@@ -225,6 +227,12 @@ class Boot:
         self.qemu_log = runner.log_path(self.log_name)
 
     def run(self, timeout_s: float, shutdown_timeout_s: float) -> BootResult:
+        result = self.boot(timeout_s, shutdown_timeout_s)
+        # read once QEMU is gone: the log is complete. One log holds one boot.
+        boots = timeline.parse(read_text(self.spec.serial_log))
+        return replace(result, phases=tuple(boots[0]) if boots else ())
+
+    def boot(self, timeout_s: float, shutdown_timeout_s: float) -> BootResult:
         self.spec.serial_log.touch()
         start = time.monotonic()
         vm = self.runner.start(qemu_argv(self.spec), log=self.log_name)

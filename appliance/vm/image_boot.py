@@ -24,7 +24,7 @@ from appliance import log, paths, signals
 from appliance.errors import PipelineError
 from appliance.paths import build_root, out_root
 from appliance.run import Runner
-from appliance.vm import qemu_img, seed_iso
+from appliance.vm import qemu_img, seed_iso, timeline
 from appliance.vm.boot_check import DISK_BUSES, NICS, Boot, BootResult, BootSpec, free_port
 from appliance.vm.qemu import Accel, accelerator
 
@@ -98,6 +98,19 @@ class Verdict:
         hard = sum(b.hard_stop for b in self.boots)
         note = f"; {hard} ACPI power-off(s) ignored, QEMU stopped" if hard else ""
         return f"test-image: PASS {what} ({times}{note})"
+
+    def timeline_lines(self) -> list[str]:
+        """Per boot, its APPLIANCE-PHASE breakdown (appliance/vm/timeline.py); on a failed
+        boot it shows how far the boot got. A boot that printed none gets no line."""
+        lines = []
+        for n, boot in enumerate(self.boots, 1):
+            phases = list(boot.phases)
+            if not phases:
+                continue
+            wrong = timeline.problems(phases)
+            note = f" (timeline problems: {'; '.join(wrong)})" if wrong else ""
+            lines.append(f"test-image: boot {n} timeline: {timeline.breakdown(phases)}{note}")
+        return lines
 
 
 # --- which images, and what they are -------------------------------------------------------
@@ -352,6 +365,8 @@ def run(images: list[Path] | None, options: Options) -> int:
                 for verdict in check_target(target, options, accel):
                     verdicts.append(verdict)
                     print(verdict.line(), flush=True)
+                    for line in verdict.timeline_lines():
+                        print(line, flush=True)
         except KeyboardInterrupt as exc:
             log.error(f"test-image {signals.describe(exc)}: QEMU stopped, temporary overlay "
                       "removed")

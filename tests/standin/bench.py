@@ -12,10 +12,20 @@ own build is cached and never part of "cold"), with the stand-in served as for `
    (the first stage's also holds the interpreter start, the recipe and the lock check);
 3. the remaster stage against xorriso repacking the same base ISO with the same new files
    (taken from the remastered ISO, so xorriso only writes: a lower bound for any repack);
-4. sizes: every .tcz on the ISO's /cde/optional, the ISO, Packer's qcow2, out/'s qcow2 and OVA;
-5. boot-to-ready: `pipeline.py test-image` of the exported qcow2 (two boots).
+4. sizes: every .tcz on the ISO's /cde/optional, the ISO, Packer's qcow2, out/'s qcow2 and OVA
+   (and the OVA against the compressed disk it carries);
+5. boot-to-ready: `pipeline.py test-image` of the exported qcow2 (two boots), against a bare
+   boot of the same build's kernel and base initramfs (tests/standin/bench_boot.py), with
+   each boot's timeline (its APPLIANCE-PHASE lines, appliance/vm/timeline.py);
+6. the same boot measures for a frugal install: its own cold build (tests/standin/frugal.toml)
+   in build/bench/frugal/, used for the boot rows only;
+7. `make test`'s wall time on its last run, from the junit XML it writes (build/test-results.xml).
 
-Prints one markdown table and the machine it ran on, and writes both to build/bench/bench.md.
+The ratios are the point (absolute times are noisy): no-op / cold, Packer overhead / packer
+stage, remaster / xorriso, OVA / payload, boot-to-ready / bare boot.
+Prints markdown tables and the machine it ran on, and writes both to build/bench/bench.md;
+`--update-readme` also puts them into README.md's Performance section, between its
+`<!-- bench:begin -->` and `<!-- bench:end -->` markers.
 """
 
 from __future__ import annotations
@@ -23,12 +33,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import json
 import os
 import platform
 import re
 import shutil
 import sys
+import tarfile
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +53,8 @@ from appliance.run import Result, Runner
 from appliance.stages.export.release_manifest import stage_timings
 from appliance.stages.order import STAGE_NAMES
 from appliance.stages.remaster import stage as iso_remaster
-from tests.standin import mirror, releases
+from appliance.vm.timeline import Phase
+from tests.standin import bench_boot, mirror, releases
 from tests.standin.demo import build_argv, mirror_served, registry_served
 from tests.standin.server import lock_argv
 
@@ -51,6 +65,9 @@ BOOT_TIME = re.compile(r"\bboot (\d+): (\d+(?:\.\d+)?) s\b")
 ACCEL_LINE = re.compile(r"^==> accelerator: (\w+)")
 # What the remaster stage writes onto the base ISO (appliance/stages/remaster/stage.py).
 CHANGED = (iso_remaster.CFG, *iso_remaster.OURS, "/cde")
+MODES = ("traditional", "frugal")
+JUNIT = REPO / "build" / "test-results.xml"  # written by `make test` (Makefile)
+README_BEGIN, README_END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
 class BenchError(PipelineError):
@@ -68,8 +85,15 @@ class Report:
     remaster_s: float = 0.0
     xorriso_s: float = 0.0
     sizes: list[tuple[str, int]] = field(default_factory=list)
-    boots: list[float] = field(default_factory=list)
+    boots: dict[str, list[float]] = field(default_factory=dict)  # mode -> test-image seconds
+    bare: dict[str, float] = field(default_factory=dict)  # mode -> bare boot seconds
+    timelines: dict[str, list[list[Phase]]] = field(default_factory=dict)
     accel: str = "?"
+    packer_phases: dict[str, float] = field(default_factory=dict)  # build.json "phases"
+    ova_bytes: int = 0
+    payload_bytes: int = 0  # the compressed .vmdk inside the OVA
+    frugal_cold_wall: float = 0.0
+    test_run: tuple[float, str] | None = None  # `make test`: seconds, when
 
     def rows(self) -> list[tuple[str, str]]:
         rows = [(f"stage {s}: cold / warm", f"{seconds(self.cold.get(s))} / "
@@ -83,10 +107,46 @@ class Report:
             ("xorriso repack of the same ISO, same new files", seconds(self.xorriso_s)),
             ("remaster / xorriso", ratio_text(self.remaster_s, self.xorriso_s)),
         ]
+        rows += self.packer_rows()
         rows += [(f"size: {name}", size_text(n)) for name, n in self.sizes]
-        rows += [(f"boot-to-ready, boot {n} ({self.accel})", f"{s:g} s")  # whole seconds
-                 for n, s in enumerate(self.boots, 1)]
+        if self.ova_bytes and self.payload_bytes:
+            rows.append(("OVA / its compressed disk (.vmdk payload)",
+                         ratio_text(self.ova_bytes, self.payload_bytes)))
+        for mode in MODES:
+            rows += self.boot_rows(mode)
+        rows.append(self.test_row())
         return rows
+
+    def packer_rows(self) -> list[tuple[str, str]]:
+        """Packer's own phases against the packer stage's wall time: the rest is ours."""
+        wall = self.cold.get("packer")
+        if wall is None or not self.packer_phases:
+            return []
+        overhead = packer_overhead(wall, self.packer_phases)
+        return [("packer stage: Packer's phases (build.json) / the rest",
+                 f"{seconds(wall - overhead)} / {seconds(overhead)}"),
+                ("packer-stage overhead / stage wall", ratio_text(overhead, wall))]
+
+    def boot_rows(self, mode: str) -> list[tuple[str, str]]:
+        rows = []
+        bare = self.bare.get(mode)
+        if bare is not None:
+            rows.append((f"bare boot, {mode} ({self.accel}; kernel + base initramfs to "
+                         "the end of tc-config)", seconds(bare)))
+        for n, s in enumerate(self.boots.get(mode, []), 1):
+            rows.append((f"boot-to-ready, boot {n}, {mode} ({self.accel})", f"{s:g} s"))
+            if bare is not None:
+                rows.append((f"boot-to-ready / bare, boot {n}, {mode}", ratio_text(s, bare)))
+        if mode == "frugal" and self.frugal_cold_wall:
+            rows.append(("cold build, wall, frugal (built for the boot rows only)",
+                         seconds(self.frugal_cold_wall)))
+        return rows
+
+    def test_row(self) -> tuple[str, str]:
+        if self.test_run is None:
+            return ("`make test`, wall (last run)", f"- (no {JUNIT.relative_to(REPO)})")
+        wall, when = self.test_run
+        return (f"`make test`, wall (last run, {when})", seconds(wall))
 
 
 # --- pure parts (tests/unit/test_bench.py) --------------------------------------------------
@@ -112,6 +172,58 @@ def size_text(nbytes: int) -> str:
     if nbytes < 1024 * 1024:
         return f"{nbytes / 1024:.1f} KiB"
     return f"{nbytes / (1024 * 1024):.1f} MiB"
+
+
+def packer_overhead(stage_s: float, phases: dict[str, float]) -> float:
+    """The packer stage's seconds that are none of Packer's phases (rendering, the disk
+    check, the moves): its wall time minus what Packer reports."""
+    return max(stage_s - sum(phases.values()), 0.0)
+
+
+def ova_payload(ova: Path) -> tuple[int, int]:
+    """(the OVA's bytes, the bytes of the .vmdk it carries); (size, 0) without one."""
+    with tarfile.open(ova, "r:") as tar:
+        vmdks = [m.size for m in tar.getmembers() if m.name.lower().endswith(".vmdk")]
+    return ova.stat().st_size, sum(vmdks)
+
+
+def junit_run(xml_text: str) -> tuple[float, str] | None:
+    """(seconds, timestamp) of the pytest run a junit XML describes; None if unreadable."""
+    try:
+        root = ET.fromstring(xml_text)
+    except ET.ParseError:
+        return None
+    suite = root if root.tag == "testsuite" else root.find("testsuite")
+    if suite is None:
+        return None
+    try:
+        wall = float(suite.get("time", ""))
+    except ValueError:
+        return None
+    return wall, suite.get("timestamp", "?")[:16].replace("T", " ")
+
+
+def readme_with(readme: str, text: str) -> str:
+    """README with `text` between the bench markers (both must be there, in order)."""
+    begin, end = readme.find(README_BEGIN), readme.find(README_END)
+    if begin < 0 or end < begin:
+        raise BenchError(f"README.md: no {README_BEGIN} ... {README_END} block to rewrite",
+                         "put both markers around the Performance table")
+    return f"{readme[:begin + len(README_BEGIN)]}\n{text.strip()}\n{readme[end:]}"
+
+
+def timeline_tables(report: Report) -> list[str]:
+    """Per install mode, its boots' timelines side by side (bench_boot.timeline_rows)."""
+    out = []
+    for mode in MODES:
+        boots = report.timelines.get(mode)
+        if not boots:
+            continue
+        header = ["phase", *(f"boot {n}" for n in range(1, len(boots) + 1))]
+        out += [f"Boot timeline, {mode} install: seconds since the kernel started (+ since "
+                "the previous phase), from the APPLIANCE-PHASE lines of test-image's serial "
+                "logs.", "", bench_boot.markdown(header, bench_boot.timeline_rows(boots)), ""]
+    return out
 
 
 def markdown_table(rows: list[tuple[str, str]]) -> str:
@@ -250,7 +362,27 @@ def environ(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = old
 
 
-def measure(root: Path, port: int, extra: list[str], runner: Runner) -> Report:
+def boot_section(runner: Runner, build: Path, mode: str, report: Report, work: Path) -> None:
+    """test-image of the build's qcow2 (timelines from its kept serial logs), then a bare
+    boot of the same build's kernel and base initramfs."""
+    image = outputs_of(build, "export")["out/qcow2"]
+    report.boots[mode], report.accel = boot(runner, image, {})
+    report.timelines[mode] = bench_boot.serial_timelines(build / "logs" / "test-image", image)
+    report.bare[mode] = bench_boot.bare_boot(runner, outputs_of(build, "remaster")["iso"],
+                                             report.accel, work)
+
+
+def frugal_section(root: Path, argv: list[str], runner: Runner, report: Report) -> None:
+    build = root / "frugal" / "build"
+    build.mkdir(parents=True)
+    with environ({"APPLIANCE_BUILD": str(build), "APPLIANCE_OUT": str(root / "frugal" / "out")}):
+        cold, _events, _start = timed_run(runner, argv, {})
+        report.frugal_cold_wall = cold.duration
+        boot_section(runner, build, "frugal", report, root / "frugal" / "bare")
+
+
+def measure(root: Path, port: int, extra: list[str], runner: Runner,
+            frugal: bool = True) -> Report:
     build, report = root / "build", Report()
     built = mirror.build_all(port=port)
     say(f"stand-in ready in {sum(built.timings.values()):.1f} s (cached in cache/standin/; "
@@ -260,43 +392,68 @@ def measure(root: Path, port: int, extra: list[str], runner: Runner) -> Report:
         overlay = mirror.recipe_overlay(built.kernel.release, releases.versions(runner), port)
         runner.run(lock_argv(overlay, lock), stream=True)
         argv = build_argv(overlay, lock, "traditional", extra)
-        say("1/5 cold build into the empty build folder")
+        say("1/6 cold build into the empty build folder")
         cold, _events, _start = timed_run(runner, argv, {})
         report.cold_wall = cold.duration
         report.cold = stage_timings(build, STAGE_NAMES)
-        say("2/5 no-op rebuild (the same command again)")
+        report.packer_phases = packer_phases(build)
+        say("2/6 no-op rebuild (the same command again)")
         noop, events, start = timed_run(runner, argv, {})
         report.noop_wall, report.warm = noop.duration, skip_times(events, start)
-        say("3/5 remaster stage vs an xorriso repack of the same ISO")
+        say("3/6 remaster stage vs an xorriso repack of the same ISO")
         report.remaster_s = report.cold.get("remaster", 0.0)
         report.xorriso_s = xorriso_repack(runner, outputs_of(build, "fetch")["iso"],
                                           outputs_of(build, "remaster")["iso"], root / "xorriso")
-        say("4/5 sizes")
+        say("4/6 sizes")
         report.sizes = sizes(root / "xorriso" / "files" / "cde", build)
-        say("5/5 boot-to-ready of the exported qcow2 (test-image: two boots)")
-        report.boots, report.accel = boot(runner, outputs_of(build, "export")["out/qcow2"], {})
+        if "out/ova" in outputs_of(build, "export"):
+            report.ova_bytes, report.payload_bytes = ova_payload(
+                outputs_of(build, "export")["out/ova"])
+        say("5/6 boot-to-ready of the exported qcow2 (test-image: two boots) and a bare boot")
+        boot_section(runner, build, "traditional", report, root / "bare")
+        if frugal:
+            say("6/6 frugal install: a cold build of it, then the same boots")
+            frugal_section(root, build_argv(overlay, lock, "frugal", extra), runner, report)
+        else:
+            say("6/6 frugal install: skipped (--no-frugal)")
+    report.test_run = junit_run(read(str(JUNIT))) if JUNIT.is_file() else None
     return report
+
+
+def packer_phases(build: Path) -> dict[str, float]:
+    try:
+        data = json.loads(outputs_of(build, "packer")["build.json"].read_text())
+        return {str(k): float(v) for k, v in data.get("phases", {}).items()}
+    except (OSError, KeyError, ValueError, TypeError, AttributeError):
+        return {}
 
 
 def say(message: str) -> None:
     print(f"bench: {message}", flush=True)
 
 
-def bench(port: int, extra: list[str]) -> int:
+def bench(port: int, extra: list[str], frugal: bool = True, update_readme: bool = False) -> int:
     root = build_root() / "bench"
     shutil.rmtree(root, ignore_errors=True)
     (root / "build").mkdir(parents=True)
     runner = Runner(log_dir=root / "logs", echo=lambda line: print(line, flush=True))
     with environ({"APPLIANCE_BUILD": str(root / "build"), "APPLIANCE_OUT": str(root / "out")}):
-        report = measure(root, port, extra, runner)
+        report = measure(root, port, extra, runner, frugal)
     text = "\n".join([
         f"Machine: {machine(report.accel)}", "",
         "cold: an empty build folder, downloads and the stand-in cached; warm: the stage's "
-        "skip check in the no-op rebuild; boot-to-ready: QEMU start to APPLIANCE-READY and "
-        "/healthz 200.", "",
-        markdown_table(report.rows()), ""])
+        "skip check in the no-op rebuild; boot-to-ready: QEMU start to APPLIANCE-READY "
+        "(then /healthz 200); bare boot: QEMU start to the stand-in's end of tc-config "
+        "(`STANDIN-BOOT:`, a stand-in-only line), same kernel and base initramfs, "
+        "`base norestore`, no disk.", "",
+        markdown_table(report.rows()), "", *timeline_tables(report)])
     (root / "bench.md").write_text(text)
     print(f"\n{text}\nbench: written to {root / 'bench.md'}", flush=True)
+    if update_readme:
+        readme = REPO / "README.md"
+        readme.write_text(readme_with(readme.read_text(encoding="utf-8"), text),
+                          encoding="utf-8")
+        print(f"bench: {readme} Performance table rewritten", flush=True)
     return 0
 
 
@@ -305,9 +462,13 @@ def main(argv: list[str] | None = None) -> int:
                                  description=__doc__.split("\n")[0])
     ap.add_argument("--port", type=int, default=mirror.default_port(),
                     help=f"the stand-in server's port (default {mirror.DEFAULT_PORT})")
+    ap.add_argument("--no-frugal", action="store_true",
+                    help="skip the frugal install's build and boots")
+    ap.add_argument("--update-readme", action="store_true",
+                    help="also rewrite README.md's Performance table with the result")
     args, extra = ap.parse_known_args(argv)
     try:
-        return bench(args.port, extra)
+        return bench(args.port, extra, not args.no_frugal, args.update_readme)
     except PipelineError as exc:
         print(f"bench: failed: {exc}", file=sys.stderr)
         return exc.exit_code

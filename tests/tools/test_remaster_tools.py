@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.paths import REPO as REPO_ROOT
 from appliance.stages.remaster import cde
 from appliance.stages.remaster.stage import TEMPLATES, Inputs, remaster
 from appliance.tinycore import initrd
@@ -116,7 +117,7 @@ case "$1" in start) {start} ;; status) {status} ;; esac
 
 
 def run_bootlocal(tmp: Path, services: str, timeout: int = 60,
-                  mounts: str = "/dev/sda1 / ext4 rw 0 0\n") -> tuple[str, str]:
+                  mounts: str = "/dev/sda1 / ext4 rw 0 0\n", **extra: str) -> tuple[str, str]:
     """The marker bootlocal.sh writes to the console (waited for), and its log."""
     conf = tmp / "conf"
     conf.mkdir(exist_ok=True)
@@ -126,15 +127,23 @@ def run_bootlocal(tmp: Path, services: str, timeout: int = 60,
     env = {"PATH": "/usr/bin:/bin", "APPLIANCE_CONF": str(conf), "TMPDIR": str(tmp),
            "APPLIANCE_LOG": str(tmp / "boot.log"), "APPLIANCE_INITD": str(tmp / "init.d"),
            "APPLIANCE_CONSOLE": str(console), "APPLIANCE_MOUNTS": str(tmp / "mounts"),
-           "APPLIANCE_FIRSTBOOT": "true"}  # tests/tools/test_firstboot_tools.py runs it
+           "APPLIANCE_FIRSTBOOT": "true", **extra}  # tests/tools/test_firstboot_tools.py runs it
     (tmp / "mounts").write_text(mounts)
     subprocess.run(["busybox", "sh", str(TEMPLATES / "bootlocal.sh")], env=env, check=True,
                    timeout=10)  # returns at once: the job runs in the background
     deadline = time.monotonic() + timeout + 20
-    while not (console.exists() and console.read_text().endswith("\n")):
+    while not (marker := marker_lines(console)):
         assert time.monotonic() < deadline, (tmp / "boot.log").read_text()
         time.sleep(0.2)
-    return console.read_text(), (tmp / "boot.log").read_text()
+    return marker, (tmp / "boot.log").read_text()
+
+
+def marker_lines(console: Path) -> str:
+    """The console's lines but the boot timeline's (APPLIANCE-PHASE, tested on their own)."""
+    if not console.exists() or not console.read_text().endswith("\n"):
+        return ""
+    lines = console.read_text().splitlines(keepends=True)
+    return "".join(line for line in lines if not line.startswith("APPLIANCE-PHASE "))
 
 
 def calls(tmp: Path, name: str) -> list[str]:
@@ -227,7 +236,9 @@ NEW_HASH = "$6$rounds=5000$saltsalt$" + "b" * 86
 
 def run_bootsync(tmp: Path, **extra: str) -> str:
     env = {"PATH": "/usr/bin:/bin", "APPLIANCE_CONF": str(tmp / "conf"),
-           "APPLIANCE_TCEDIR_LINK": str(tmp / "tcedir"), **extra,
+           "APPLIANCE_TCEDIR_LINK": str(tmp / "tcedir"),
+           "APPLIANCE_CONSOLE": str(tmp / "console"), "APPLIANCE_PROC": str(tmp / "proc"),
+           **extra,
            "APPLIANCE_LOG": str(tmp / "boot.log"), "APPLIANCE_INITD": str(tmp / "init.d"),
            "APPLIANCE_SSH_DIR": str(tmp / "ssh"), "APPLIANCE_SHADOW": str(tmp / "shadow"),
            "APPLIANCE_SETHOSTNAME": str(tmp / "sethostname"),
@@ -470,3 +481,109 @@ def test_bootsync_starts_the_services_without_waiting_for_ssh(guest):
     service(guest / "init.d", "openssh", start=wait)
     log = run_bootsync(guest)
     assert "SSH server started" in log, log
+
+
+# --- the boot timeline: APPLIANCE-PHASE lines (appliance/vm/timeline.py reads them) ----------
+
+PHASE = re.compile(r"^APPLIANCE-PHASE (\S+) (\d+\.\d\d)(?: (.*))?$")
+
+
+def fake_proc(root: Path, uptime: str = "12.34 3.10", pid1_ticks: int = 191) -> Path:
+    """/proc/uptime and /proc/1/stat, pid 1 named with a blank and a paren (as a comm may be)."""
+    proc = root / "proc"
+    (proc / "1").mkdir(parents=True, exist_ok=True)
+    (proc / "uptime").write_text(uptime + "\n")
+    rest = " ".join(["S", "0", "1", "1", "0", "-1", "4194560"] + ["0"] * 12 + [str(pid1_ticks)])
+    (proc / "1" / "stat").write_text(f"1 (in it) x) {rest} 1234 5\n")
+    return proc
+
+
+def phases(text: str) -> list[tuple[str, ...]]:
+    return [m.groups("") for m in map(PHASE.match, text.splitlines()) if m]
+
+
+def test_bootsync_prints_kernel_extensions_bootsync_before_it_starts_bootlocal(guest):
+    fake_proc(guest)
+    script(guest / "bootlocal", f"echo BOOTLOCAL >> {guest}/console; touch {guest}/bootlocal.ran\n")
+    log = run_bootsync(guest)
+    console = (guest / "console").read_text()
+    # kernel: pid 1's start time, 191 ticks at USER_HZ 100; the others: /proc/uptime
+    assert phases(console) == [("kernel", "1.91", ""), ("extensions", "12.34", ""),
+                               ("bootsync", "12.34", "")]
+    assert console.index("APPLIANCE-PHASE bootsync") < console.index("BOOTLOCAL")
+    assert [p[0] for p in phases(log)] == ["kernel", "extensions", "bootsync"]
+
+
+def test_bootsync_boots_on_without_proc_or_console(guest):
+    """Best effort: no /proc, no console: no phase line, and the boot goes on."""
+    log = run_bootsync(guest, APPLIANCE_CONSOLE=str(guest / "no" / "console"))
+    assert phases(log) == []
+    assert calls(guest, "openssh") == ["start"]
+
+
+def test_bootlocal_prints_ready_before_the_marker_and_lets_services_print_theirs(tmp_path):
+    proc = fake_proc(tmp_path, uptime="40.00 1.00")
+    script(tmp_path / "init.d" / "containerd",
+           'echo "phases=$APPLIANCE_PHASES proc=$APPLIANCE_PROC console=$APPLIANCE_CONSOLE"'
+           ' >> "$APPLIANCE_LOG"\nexit 0\n')
+    run_bootlocal(tmp_path, "containerd\n", APPLIANCE_PROC=str(proc))
+    deadline = time.monotonic() + 20  # the console's first line may be the phase line
+    while "APPLIANCE-READY" not in (log := (tmp_path / "boot.log").read_text()):
+        assert time.monotonic() < deadline, log
+        time.sleep(0.2)
+    assert f"phases=1 proc={proc} console={tmp_path / 'console'}" in log
+    assert phases(log) == [("firstboot", "40.00", ""), ("ready", "40.00", "")]
+    assert log.index("APPLIANCE-PHASE ready 40.00") < log.index("APPLIANCE-READY")
+
+
+INIT_SCRIPTS = {name: REPO_ROOT / "overlays" / name / "root/usr/local/etc/init.d" / name
+                for name in ("containerd", "faasd")}
+
+
+def run_phase(name: str, tmp: Path, args: str, **env: str) -> subprocess.CompletedProcess:
+    """The init script's own phase function, under its `set -eu`, in busybox sh."""
+    text = INIT_SCRIPTS[name].read_text()
+    function = text[text.index("\nphase() {"):]
+    function = function[:function.index("\n}\n") + 3]
+    program = f"set -eu\n{function}\nphase {args}\necho survived\n"
+    return subprocess.run(["busybox", "sh", "-c", program], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", **env}, timeout=10)
+
+
+@pytest.mark.parametrize("name", ["containerd", "faasd"])
+def test_init_script_phases_only_when_bootlocal_started_it(tmp_path, name):
+    proc = fake_proc(tmp_path, uptime="21.50 1.00")
+    where = {"APPLIANCE_CONSOLE": str(tmp_path / "console"), "APPLIANCE_PROC": str(proc),
+             "APPLIANCE_LOG": str(tmp_path / "boot.log")}
+    manual = run_phase(name, tmp_path, "cgroups", **where)  # a restart by hand: silent
+    assert manual.stdout == "survived\n" and not (tmp_path / "console").exists()
+    booting = run_phase(name, tmp_path, "images 'imported=0 present=3'", APPLIANCE_PHASES="1",
+                        **where)
+    assert booting.stdout == "survived\n"
+    for path in (tmp_path / "console", tmp_path / "boot.log"):
+        assert path.read_text() == "APPLIANCE-PHASE images 21.50 imported=0 present=3\n"
+    broken = run_phase(name, tmp_path, "gateway", APPLIANCE_PHASES="1",
+                       APPLIANCE_CONSOLE=str(tmp_path / "no" / "console"),
+                       APPLIANCE_PROC=str(tmp_path / "none"), APPLIANCE_LOG="/nonexistent/x")
+    assert broken.returncode == 0 and broken.stdout == "survived\n"
+
+
+def calls_in_order(text: str, *calls: str) -> bool:
+    where = [text.index(c) for c in calls]
+    return where == sorted(where)
+
+
+def test_init_scripts_print_each_phase_at_its_point():
+    containerd = INIT_SCRIPTS["containerd"].read_text()
+    start = containerd[containerd.index("\nstart() {"):]
+    assert calls_in_order(start, "mount_cgroups\n", "phase cgroups\n")
+    dispatch = containerd[containerd.index('case "${1:-}" in'):]
+    assert calls_in_order(dispatch, "start)\n\tstart\n", "phase containerd\n")
+    faasd = INIT_SCRIPTS["faasd"].read_text()
+    start = faasd[faasd.index("\nstart() {"):]
+    assert calls_in_order(start, "import_images\n", 'phase images "imported=$imported '
+                          'present=$present"', '"$PROVIDER_HEALTH"', "phase provider\n",
+                          '"$GATEWAY_HEALTH"', "phase gateway\n")
+    for text in (containerd, faasd):  # a restart (faasd's of containerd too) prints none
+        restart = text[text.index("\nrestart)"):]
+        assert restart.index("APPLIANCE_PHASES=") < restart.index("\tstart\n")

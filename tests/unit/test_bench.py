@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from appliance.engine import STAMP
-from tests.standin import bench
+from appliance.vm.timeline import Phase
+from tests.standin import bench, bench_boot
 
 PASS = ("test-image: PASS /x/out/tc-appliance-0.1.0.qcow2 "
         "(boot 1: 93 s, boot 2: 71 s; 1 ACPI power-off(s) ignored, QEMU stopped)")
@@ -72,7 +73,7 @@ def test_table_is_markdown_with_one_row_per_metric():
     report = bench.Report(cold={"remaster": 0.5}, warm={"remaster": 0.02}, cold_wall=200.0,
                           noop_wall=2.0, remaster_s=0.5, xorriso_s=0.25,
                           sizes=[("faasd.tcz", 8192), ("live ISO a.iso", 80 * 1024 * 1024)],
-                          boots=[93.0, 71.0], accel="tcg")
+                          boots={"traditional": [93.0, 71.0]}, accel="tcg")
     table = bench.markdown_table(report.rows()).splitlines()
     assert table[:2] == ["| metric | value |", "|---|---|"]
     assert all(line.startswith("| ") and line.endswith(" |") and line.count("|") == 3
@@ -83,7 +84,9 @@ def test_table_is_markdown_with_one_row_per_metric():
     assert rows["remaster / xorriso"] == "2.0x"
     assert rows["size: faasd.tcz"] == "8.0 KiB"
     assert rows["size: live ISO a.iso"] == "80.0 MiB"
-    assert rows["boot-to-ready, boot 2 (tcg)"] == "71 s"
+    assert rows["boot-to-ready, boot 2, traditional (tcg)"] == "71 s"
+    assert not any(name.startswith(("bare boot", "boot-to-ready / bare")) for name in rows)
+    assert rows["`make test`, wall (last run)"] == "- (no build/test-results.xml)"
 
 
 def test_a_pipe_in_a_metric_name_cannot_break_the_table():
@@ -103,3 +106,107 @@ def test_machine_line():
                               "tcg", "2025-01-01 10:00 UTC")
     assert text == ("AMD EPYC, 2 cores, 23 GiB RAM, Debian 12, kernel 6.1.0, "
                     "accelerator tcg, 2025-01-01 10:00 UTC")
+
+
+def test_boot_rows_give_each_boot_against_the_bare_boot_per_mode():
+    report = bench.Report(boots={"traditional": [60.0, 45.0], "frugal": [90.0, 30.0]},
+                          bare={"traditional": 20.0, "frugal": 30.0}, accel="tcg",
+                          frugal_cold_wall=240.0, test_run=(512.3, "2026-12-03 13:00"))
+    rows = dict(report.rows())
+    assert rows["bare boot, traditional (tcg; kernel + base initramfs to the end of "
+                "tc-config)"] == "20.0 s"
+    assert rows["boot-to-ready / bare, boot 1, traditional"] == "3.0x"
+    assert rows["boot-to-ready / bare, boot 2, traditional"] == "2.2x"
+    assert rows["boot-to-ready / bare, boot 1, frugal"] == "3.0x"
+    assert rows["boot-to-ready / bare, boot 2, frugal"] == "1.0x"
+    assert rows["cold build, wall, frugal (built for the boot rows only)"] == "240.0 s"
+    assert rows["`make test`, wall (last run, 2026-12-03 13:00)"] == "512.3 s"
+    names = [name for name, _ in report.rows()]
+    assert names.index("boot-to-ready, boot 2, traditional (tcg)") < names.index(
+        "boot-to-ready, boot 1, frugal (tcg)")
+
+
+def test_packer_overhead_is_the_stage_minus_packers_phases():
+    phases = {"boot": 20, "ssh": 30, "install": 40, "verify": 40}
+    assert bench.packer_overhead(145.0, phases) == pytest.approx(15.0)
+    assert bench.packer_overhead(100.0, phases) == 0.0  # rounding never goes negative
+    rows = dict(bench.Report(cold={"packer": 145.0}, packer_phases=phases).rows())
+    assert rows["packer stage: Packer's phases (build.json) / the rest"] == "130.0 s / 15.0 s"
+    assert rows["packer-stage overhead / stage wall"] == "0.103"
+    assert "packer-stage overhead / stage wall" not in dict(bench.Report().rows())
+
+
+def test_ova_against_its_compressed_payload(tmp_path: Path):
+    import tarfile
+    (tmp_path / "a.ovf").write_text("<Envelope/>")
+    (tmp_path / "a-disk1.vmdk").write_bytes(b"x" * 5000)
+    with tarfile.open(tmp_path / "a.ova", "w", format=tarfile.USTAR_FORMAT) as tar:
+        tar.add(tmp_path / "a.ovf", "a.ovf")
+        tar.add(tmp_path / "a-disk1.vmdk", "a-disk1.vmdk")
+    ova, payload = bench.ova_payload(tmp_path / "a.ova")
+    assert payload == 5000 and ova == (tmp_path / "a.ova").stat().st_size
+    rows = dict(bench.Report(ova_bytes=ova, payload_bytes=payload).rows())
+    assert rows["OVA / its compressed disk (.vmdk payload)"] == bench.ratio_text(ova, 5000)
+
+
+def test_junit_gives_the_last_runs_wall_time():
+    xml = ('<?xml version="1.0" encoding="utf-8"?><testsuites name="pytest tests">'
+           '<testsuite name="pytest" errors="0" failures="0" skipped="2" tests="700" '
+           'time="1234.567" timestamp="2026-12-03T12:01:02.123456+00:00" hostname="h">'
+           '</testsuite></testsuites>')
+    assert bench.junit_run(xml) == (1234.567, "2026-12-03 12:01")
+    assert bench.junit_run('<testsuite time="3.5" timestamp="2026-01-01T00:00:00"/>') == (
+        3.5, "2026-01-01 00:00")
+    assert bench.junit_run("<not xml") is None
+    assert bench.junit_run("<testsuites/>") is None
+    assert bench.junit_run('<testsuite time="soon"/>') is None
+
+
+def test_readme_block_is_replaced_between_the_markers():
+    readme = "# x\n## Performance\nintro\n<!-- bench:begin -->\nold\n<!-- bench:end -->\n## Layout\n"
+    new = bench.readme_with(readme, "| metric | value |\n")
+    assert new == ("# x\n## Performance\nintro\n<!-- bench:begin -->\n| metric | value |\n"
+                   "<!-- bench:end -->\n## Layout\n")
+    assert bench.readme_with(new, "| metric | value |") == new
+    with pytest.raises(bench.BenchError, match="bench:begin"):
+        bench.readme_with("# no markers\n", "x")
+
+
+BOOT_1 = [Phase("kernel", 1.9), Phase("extensions", 11.2), Phase("images", 30.1,
+          "imported=3 present=0"), Phase("ready", 38.0)]
+BOOT_2 = [Phase("kernel", 1.8), Phase("extensions", 10.0), Phase("firstboot", 10.5),
+          Phase("images", 12.0, "imported=0 present=3"), Phase("ready", 16.0)]
+
+
+def test_timeline_table_has_a_row_per_phase_and_a_column_per_boot():
+    rows = bench_boot.timeline_rows([BOOT_1, BOOT_2])
+    assert rows == [
+        ["kernel", "1.9", "1.8"],
+        ["extensions", "11.2 (+9.3)", "10.0 (+8.2)"],
+        ["firstboot", "-", "10.5 (+0.5)"],
+        ["images", "30.1 (+18.9) imported=3 present=0", "12.0 (+1.5) imported=0 present=3"],
+        ["ready", "38.0 (+7.9)", "16.0 (+4.0)"]]
+    table = bench_boot.markdown(["phase", "boot 1", "boot 2"], rows).splitlines()
+    assert table[:2] == ["| phase | boot 1 | boot 2 |", "|---|---|---|"]
+    assert table[-1] == "| ready | 38.0 (+7.9) | 16.0 (+4.0) |"
+    report = bench.Report(timelines={"frugal": [BOOT_1, BOOT_2]})
+    text = "\n".join(bench.timeline_tables(report))
+    assert text.startswith("Boot timeline, frugal install:") and "traditional" not in text
+
+
+def test_serial_timelines_read_the_logs_test_image_kept(tmp_path: Path):
+    (tmp_path / "a.qcow2.boot1-serial.log").write_text(
+        "noise\nAPPLIANCE-PHASE kernel 1.90\nAPPLIANCE-PHASE ready 38.00\nAPPLIANCE-READY\n")
+    assert bench_boot.serial_timelines(tmp_path, Path("out/a.qcow2")) == [
+        [Phase("kernel", 1.9), Phase("ready", 38.0)], []]
+
+
+def test_bare_boot_is_test_images_machine_without_disk_or_services(tmp_path: Path):
+    argv = bench_boot.bare_argv(tmp_path / "vmlinuz64", tmp_path / "corepure64.gz", "tcg",
+                                tmp_path / "serial.log")
+    assert argv[argv.index("-append") + 1] == "console=ttyS0,115200 base norestore noautologin"
+    assert argv[argv.index("-kernel") + 1] == str(tmp_path / "vmlinuz64")
+    assert argv[argv.index("-initrd") + 1] == str(tmp_path / "corepure64.gz")
+    assert argv[argv.index("-m") + 1] == "2048" and argv[argv.index("-smp") + 1] == "1"
+    assert argv[argv.index("-machine") + 1] == "pc" and argv[argv.index("-accel") + 1] == "tcg"
+    assert "-drive" not in argv and "-hda" not in argv

@@ -14,6 +14,7 @@ from appliance.errors import PipelineError
 from appliance.vm import boot_check
 from appliance.vm import image_boot as ti
 from appliance.vm.boot_check import BootResult, BootSpec, Marker, find_marker, qemu_argv
+from appliance.vm.timeline import Phase
 from tests.fakes import FakeRunner
 
 OVF = """<?xml version="1.0"?>
@@ -167,6 +168,18 @@ def test_pass_line_says_when_qemu_had_to_be_stopped():
     verdict = ti.Verdict(Path("a.ova"), (BootResult(5, None, True), BootResult(6)))
     assert verdict.line().endswith("(boot 1: 5 s, boot 2: 6 s; 1 ACPI power-off(s) ignored, "
                                    "QEMU stopped)")
+
+
+def test_each_boot_gets_a_timeline_line_after_the_verdict():
+    ready = (Phase("kernel", 1.9), Phase("cgroups", 13.0), Phase("ready", 38.0))
+    twice = ready + (Phase("cgroups", 39.0),)
+    verdict = ti.Verdict(Path("a.qcow2"), (BootResult(41.2, phases=ready),
+                                           BootResult(30.0, phases=twice), BootResult(9.0)))
+    assert verdict.timeline_lines() == [
+        "test-image: boot 1 timeline: kernel 1.9 | cgroups 13.0 (+11.1) | ready 38.0 (+25.0)",
+        "test-image: boot 2 timeline: kernel 1.9 | cgroups 13.0 (+11.1) | ready 38.0 (+25.0)"
+        " | cgroups 39.0 (+1.0) (timeline problems: phase 'cgroups' printed more than once)"]
+    # a boot that printed no phase (nothing booted) adds nothing to its FAIL line
 
 
 def test_fail_line_names_the_reason_and_the_kept_serial_log():

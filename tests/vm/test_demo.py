@@ -27,6 +27,7 @@ import pytest
 
 from appliance import keys
 from appliance.paths import MARKER, REPO, cache_root
+from appliance.vm import timeline
 from appliance.vm.boot_check import free_port
 from tests.vm.demo_build import DEMO_TIMEOUT_S, Demo
 from tests.vm.qemu_harness import VM
@@ -220,10 +221,13 @@ def test_a_signal_stops_packer_and_qemu_and_keeps_the_last_build(traditional, si
 # --- the deliverables (export stage) and test-image ------------------------------------------
 
 
-def run_test_image(demo: Demo, *images: Path) -> subprocess.CompletedProcess:
+def run_test_image(demo: Demo, *args: Path | str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(REPO / "pipeline.py"), "test-image",
-                           *map(str, images)], cwd=REPO, env=demo.env, capture_output=True,
+                           *map(str, args)], cwd=REPO, env=demo.env, capture_output=True,
                           text=True, timeout=DEMO_TIMEOUT_S)
+
+
+SEED_ID = "iid-deliverables"
 
 
 def test_make_demo_fills_out_with_the_deliverables(traditional):
@@ -238,10 +242,23 @@ def test_make_demo_fills_out_with_the_deliverables(traditional):
     assert manifest["accelerator"] in ("kvm", "tcg")
 
 
-def test_image_boots_the_qcow2_and_the_ovas_disk_twice_each(traditional):
-    result = run_test_image(traditional)  # default: every qcow2 and OVA in out/
+@pytest.fixture(scope="module")
+def tested_images(traditional, tmp_path_factory) -> subprocess.CompletedProcess:
+    """One `test-image` of the demo's deliverables (two boots each), shared by the tests
+    that read its verdicts and the serial logs it keeps. With a NoCloud seed attached, as a
+    user attaches one: boot 1 applies it, boot 2 (the same instance-id) does not again."""
+    seed = tmp_path_factory.mktemp("seed")
+    (seed / "meta-data").write_text(f"instance-id: {SEED_ID}\nlocal-hostname: deliverable\n")
+    (seed / "user-data").write_text("#cloud-config\n")
+    # default: every qcow2 and OVA in out/
+    return run_test_image(traditional, "--seed", str(seed))
+
+
+def test_image_boots_the_qcow2_and_the_ovas_disk_twice_each(traditional, tested_images):
+    result = tested_images
     assert result.returncode == 0, result.stdout + result.stderr[-4000:]
-    verdicts = [line for line in result.stdout.splitlines() if line.startswith("test-image:")]
+    verdicts = [line for line in result.stdout.splitlines()
+                if line.startswith(("test-image: PASS", "test-image: FAIL"))]
     assert len(verdicts) == 2 and all(v.startswith("test-image: PASS") for v in verdicts)
     assert any(".qcow2 " in v for v in verdicts) and any(".ova " in v for v in verdicts)
     assert all(re.search(r"boot 1: \d+ s, boot 2: \d+ s", v) for v in verdicts)
@@ -255,6 +272,35 @@ def test_image_boots_the_qcow2_and_the_ovas_disk_twice_each(traditional):
             stops = re.findall(r"^APPLIANCE-STOP (\S+) (\S+)\s*$", serial, re.MULTILINE)
             assert stops == [("faasd", "ok"), ("containerd", "ok")], serial[-3000:]
             assert serial.index("APPLIANCE-READY") < serial.index("APPLIANCE-STOP faasd ok")
+            firstboot = re.findall(r"^APPLIANCE-FIRSTBOOT: (.*?)\s*$", serial, re.MULTILINE)
+            assert firstboot == ([f"applied nocloud {SEED_ID} hostname"] if boot == 1 else
+                                 [f"unchanged nocloud {SEED_ID}"]), serial[-3000:]
+
+
+def test_every_boot_prints_its_timeline_in_order_and_boot_2_imports_no_image(traditional,
+                                                                             tested_images):
+    assert tested_images.returncode == 0, tested_images.stdout + tested_images.stderr[-4000:]
+    printed = re.findall(r"^test-image: boot (\d) timeline: kernel ", tested_images.stdout, re.M)
+    assert printed == ["1", "2", "1", "2"], tested_images.stdout  # per image, after its verdict
+    expected = list(timeline.PHASES)
+    kept = traditional.build / "logs" / "test-image"
+    for image in (traditional.qcow2(), traditional.out / f"{traditional.qcow2().stem}.ova"):
+        boots = []
+        for boot in (1, 2):
+            serial = (kept / f"{image.name}.boot{boot}-serial.log").read_text(errors="replace")
+            [phases] = timeline.parse(serial)  # one boot per log
+            assert timeline.problems(phases) == [], (image.name, boot, phases)
+            assert [p.name for p in phases] == expected, serial[-3000:]
+            assert serial.index("APPLIANCE-PHASE ready") < serial.index("APPLIANCE-READY")
+            boots.append(timeline.find(phases, "images"))
+        first, second = boots
+        counts = [timeline.detail_field(first, k) for k in ("imported", "present")]
+        assert all(c is not None and c.isdigit() for c in counts), first
+        listed = sum(map(int, counts))  # every images.lst entry, imported or already there
+        assert listed >= 1, first
+        # the second boot finds every image in containerd's state on the disk
+        assert timeline.detail_field(second, "imported") == "0", second
+        assert timeline.detail_field(second, "present") == str(listed), second
 
 
 def test_image_boots_the_frugal_install_twice(frugal):
