@@ -164,7 +164,7 @@ faasd_password: {FAASD_PASSWORD}
 def test_a_seed_sets_hostname_key_password_network_and_faasd_password(copy):
     first = copy["seed"]
     assert first.firstboot() == [
-        "applied nocloud iid-one hostname,network,ssh_authorized_keys,password,faasd_password"]
+        "applied nocloud iid-one hostname,ssh_authorized_keys,password,network,faasd_password"]
     assert "APPLIANCE-READY" in first.serial
     assert first.probe.returncode == 0, first.probe.stderr  # logged in with the seed's key
     host, ifconfig, resolv, shadow, secret, log = first.probe.stdout.split("--\n")
