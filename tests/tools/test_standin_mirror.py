@@ -4,7 +4,6 @@ Builds (or reuses) the whole stand-in once per session: the kernel comes from th
 (a cold kernel build takes about 6 minutes), everything else takes seconds.
 """
 
-import base64
 import hashlib
 import json
 import os
@@ -26,6 +25,7 @@ from appliance.errors import PipelineError
 from appliance.fetch import sha256_file
 from appliance.paths import REPO
 from appliance.run import Runner, kill_group
+from tests.http_status import http_status
 from tests.standin import cache, debfiles, extensions, mirror, module_extensions, registry, releases
 from tests.standin import server as standin_server
 
@@ -424,15 +424,6 @@ def test_faasd_double_provider_serves_healthz(tmp_path):
     assert provider_health(tmp_path, fake_ctr(tmp_path, "ok")) == 200
 
 
-def http_status(url: str, auth: str | None = None) -> int:
-    request = urllib.request.Request(url)
-    if auth:
-        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
-    try:
-        with urllib.request.urlopen(request, timeout=5) as resp:
-            return resp.status
-    except urllib.error.HTTPError as err:
-        return err.code
 
 
 def test_faasd_double_gateway_needs_the_basic_auth_of_its_secrets(tmp_path):

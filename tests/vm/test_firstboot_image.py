@@ -15,11 +15,8 @@ Pass/fail comes from the serial console, SSH and HTTP, never from a sleep.
 
 from __future__ import annotations
 
-import base64
 import re
 import subprocess
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +24,7 @@ import pytest
 
 from appliance.vm import seed_iso
 from appliance.vm.boot_check import free_port
+from tests.http_status import http_status
 from tests.vm.demo_build import Demo
 from tests.vm.qemu_harness import VM
 
@@ -87,15 +85,6 @@ def ssh(key: Path, port: int, command: str) -> subprocess.CompletedProcess:
          "/bin; " + command], capture_output=True, text=True, timeout=120)
 
 
-def http_status(url: str, auth: str | None = None) -> int:
-    request = urllib.request.Request(url)
-    if auth:
-        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
-    try:
-        with urllib.request.urlopen(request, timeout=30) as resp:
-            return resp.status
-    except urllib.error.HTTPError as err:
-        return err.code
 
 
 @dataclass
