@@ -157,9 +157,30 @@ copy_from() {
     return 0
 }
 
-# The devices that blkid finds with TOKEN (e.g. LABEL=cidata); -c /dev/null skips its cache.
+# One probe of every block device per run, kept in $WORK/blkid (-o export: NAME=VALUE lines,
+# a blank line after each device; -c /dev/null skips blkid's cache): each probe reads every
+# disk, partition, loop device and CD, about a second under TCG, and a boot without any
+# seed asks three questions of it.
+scan() {
+    [ -e "$WORK/blkid" ] && return 0
+    timeout 20 "$APPLIANCE_BLKID" -c /dev/null -o export > "$WORK/blkid" 2>/dev/null
+    return 0
+}
+
+# The devices of the scan that have KEY=VALUE (e.g. LABEL=cidata).
 devices() {
-    timeout 20 "$APPLIANCE_BLKID" -c /dev/null -t "$1" -o device 2>/dev/null
+    scan
+    awk -v want="$1" '
+        /^DEVNAME=/ { dev = substr($0, 9) }
+        $0 == want { hit = 1 }
+        /^$/ { if (hit && dev != "") print dev; dev = ""; hit = 0 }
+        END { if (hit && dev != "") print dev }' "$WORK/blkid"
+}
+
+# The CD drives to try by name: only when blkid found nothing at all (no blkid, or it failed);
+# an ISO transport CD is an iso9660 filesystem, which the scan names.
+cd_drives() {
+    [ -s "$WORK/blkid" ] || echo "$APPLIANCE_CDROMS"
 }
 
 # find_on NAME FILE...: copies FILEs into $WORK/NAME from the first device below that has
@@ -211,7 +232,7 @@ find_ovf() {
         return 0
     fi
     # shellcheck disable=SC2046,SC2086 # one word per device
-    find_on ovf ovf-env.xml -- $(devices TYPE=iso9660) $APPLIANCE_CDROMS
+    find_on ovf ovf-env.xml -- $(devices TYPE=iso9660) $(cd_drives)
 }
 
 # --- parsing --------------------------------------------------------------------------------
