@@ -17,6 +17,7 @@ from appliance.run import Runner
 from appliance.stages.remaster import cde
 from appliance.stages.remaster.stage import Inputs, remaster
 from appliance.tinycore import initrd
+from tests.vm.firstboot_inputs import new_key, ovf_env_xml
 from tests.vm.qemu_harness import VM
 from tests.vm.test_remaster_boot import (
     EPOCH,
@@ -72,17 +73,10 @@ def live(standin, tmp_path_factory):  # noqa: F811
     return remaster(inputs, tmp / "appliance.iso")
 
 
-def new_key(tmp: Path) -> Path:
-    key = tmp / "seed_key"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "seed@test", "-f",
-                    str(key)], check=True)
-    return key
-
-
 def test_a_nocloud_seed_configures_the_live_system(live, tmp_path):
     iso = live
-    seed_key = new_key(tmp_path)
-    disk = seed_disk(tmp_path, seed_key.with_suffix(".pub").read_text().strip())
+    seed_key, seed_public = new_key(tmp_path)
+    disk = seed_disk(tmp_path, seed_public)
     port = free_port()
     with VM(tmp_path / "vm", cdrom=iso, boot="d", disks=[disk], hostfwd=[(port, 22)],
             memory_mb=768, name="firstboot") as vm:
@@ -106,19 +100,10 @@ def test_a_nocloud_seed_configures_the_live_system(live, tmp_path):
 
 def test_an_ovf_environment_on_a_cd_configures_the_live_system(live, tmp_path):
     """ovf-env.xml on an iso9660 filesystem (the OVF "iso" transport), found by its type."""
-    key = new_key(tmp_path)
+    key, public = new_key(tmp_path)
     folder = tmp_path / "ovfenv"
     folder.mkdir()
-    (folder / "ovf-env.xml").write_text(f"""<?xml version="1.0" encoding="UTF-8"?>
-<Environment xmlns="http://schemas.dmtf.org/ovf/environment/1"
-     xmlns:oe="http://schemas.dmtf.org/ovf/environment/1" oe:id="">
-   <PropertySection>
-         <Property oe:key="hostname" oe:value="ovf-vm"/>
-         <Property oe:key="ssh_public_key" oe:value="{key.with_suffix('.pub').read_text().strip()}"/>
-         <Property oe:key="ip" oe:value=""/>
-   </PropertySection>
-</Environment>
-""")
+    (folder / "ovf-env.xml").write_text(ovf_env_xml("ovf-vm", public))
     disk = tmp_path / "ovf-env.iso"
     subprocess.run(["xorriso", "-as", "mkisofs", "-V", "OVF ENV", "-J", "-r", "-o", str(disk),
                     str(folder)], check=True, capture_output=True)

@@ -26,6 +26,7 @@ from appliance.vm import seed_iso
 from appliance.vm.boot_check import free_port
 from tests.http_status import http_status
 from tests.vm.demo_build import Demo
+from tests.vm.firstboot_inputs import new_key, ovf_env_xml
 from tests.vm.qemu_harness import VM
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(3600)]
@@ -44,13 +45,6 @@ ethernets:
 """
 
 
-def new_key(folder: Path, name: str) -> tuple[Path, str]:
-    key = folder / name
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{name}@test",
-                    "-f", str(key)], check=True)
-    return key, key.with_suffix(".pub").read_text().strip()
-
-
 def seed(folder: Path, meta: str, user: str, network: str | None = None) -> Path:
     folder.mkdir(parents=True)
     (folder / "meta-data").write_text(meta)
@@ -63,17 +57,7 @@ def seed(folder: Path, meta: str, user: str, network: str | None = None) -> Path
 def ovf_env(folder: Path, hostname: str, public_key: str) -> Path:
     folder.mkdir(parents=True)
     env = folder / "ovf-env.xml"
-    env.write_text(f"""<?xml version="1.0" encoding="UTF-8"?>
-<Environment xmlns="http://schemas.dmtf.org/ovf/environment/1"
-     xmlns:oe="http://schemas.dmtf.org/ovf/environment/1"
-     xmlns:ve="http://www.vmware.com/schema/ovfenv" oe:id="" ve:vCenterId="vm-1">
-  <PropertySection>
-    <Property oe:key="hostname" oe:value="{hostname}"/>
-    <Property oe:key="ssh_public_key" oe:value="{public_key}"/>
-    <Property oe:key="ip" oe:value=""/>
-  </PropertySection>
-</Environment>
-""")
+    env.write_text(ovf_env_xml(hostname, public_key))
     return seed_iso.write_iso(seed_iso.ovf_env_layout(env), folder.with_suffix(".iso"))
 
 
