@@ -108,8 +108,9 @@ def test_format_argv_quotes():
 
 def test_background_start_logs_and_stop_kills_the_group(tmp_path):
     runner = quiet_runner(tmp_path)
-    with runner.start(["sh", "-c", "echo up; sleep 300 & echo $! > child; wait"], cwd=tmp_path,
-                      log="server") as proc:
+    # The pid goes in by rename: a plain `> child` is seen to exist before it is written.
+    script = "echo up; sleep 300 & echo $! > child.tmp && mv child.tmp child; wait"
+    with runner.start(["sh", "-c", script], cwd=tmp_path, log="server") as proc:
         deadline = time.monotonic() + 10
         while not (tmp_path / "child").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
