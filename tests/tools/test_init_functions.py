@@ -14,13 +14,13 @@ from appliance.paths import REPO as REPO_ROOT
 
 pytestmark = pytest.mark.tools
 
-INIT = {name: REPO_ROOT / "overlays" / name / "root/usr/local/etc/init.d" / name
-        for name in ("containerd", "faasd")}
+INIT_SCRIPTS = {name: REPO_ROOT / "overlays" / name / "root/usr/local/etc/init.d" / name
+                for name in ("containerd", "faasd")}
 
 
 def functions(name: str, *wanted: str) -> str:
-    """The text of the script's functions `wanted`, as the script defines them."""
-    text = INIT[name].read_text()
+    """The text of the init script's functions `wanted`, as the script defines them."""
+    text = INIT_SCRIPTS[name].read_text()
     out = []
     for function in wanted:
         start = text.index(f"\n{function}() {{")

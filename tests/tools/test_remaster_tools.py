@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from appliance.paths import REPO as REPO_ROOT
 from appliance.stages.remaster import cde
 from appliance.stages.remaster.stage import TEMPLATES, Inputs, remaster
 from appliance.tinycore import initrd
 from tests.standin.iso import ISOLINUX_BIN, LDLINUX_C32, xorriso_argv
+from tests.tools.test_init_functions import INIT_SCRIPTS, functions
 from tests.unit.test_isolinux import STOCK
 from tests.unit.test_remaster import EPOCH, KEY, Opened, base_initrd, extensions
 
@@ -536,16 +536,9 @@ def test_bootlocal_prints_ready_before_the_marker_and_lets_services_print_theirs
     assert log.index("APPLIANCE-PHASE ready 40.00") < log.index("APPLIANCE-READY")
 
 
-INIT_SCRIPTS = {name: REPO_ROOT / "overlays" / name / "root/usr/local/etc/init.d" / name
-                for name in ("containerd", "faasd")}
-
-
 def run_phase(name: str, tmp: Path, args: str, **env: str) -> subprocess.CompletedProcess:
     """The init script's own phase function, under its `set -eu`, in busybox sh."""
-    text = INIT_SCRIPTS[name].read_text()
-    function = text[text.index("\nphase() {"):]
-    function = function[:function.index("\n}\n") + 3]
-    program = f"set -eu\n{function}\nphase {args}\necho survived\n"
+    program = f"set -eu\n{functions(name, 'phase')}\nphase {args}\necho survived\n"
     return subprocess.run(["busybox", "sh", "-c", program], capture_output=True, text=True,
                           env={"PATH": "/usr/bin:/bin", **env}, timeout=10)
 
