@@ -21,7 +21,7 @@ from pathlib import Path
 import requests
 
 from appliance.run import Background, Runner
-from appliance.vm import timeline
+from appliance.vm import qemu, timeline
 
 GATEWAY_PORT = 8080  # faasd's gateway in the guest
 HEALTH_PATH = "/healthz"
@@ -130,7 +130,7 @@ class BootSpec:
 def qemu_argv(spec: BootSpec) -> list[str]:
     """The QEMU command line of one boot (pure); IDE and e1000 are what the OVF describes."""
     return [
-        "qemu-system-x86_64", "-accel", spec.accel, "-machine", "pc",
+        "qemu-system-x86_64", "-accel", qemu.accel_option(spec.accel), "-machine", "pc",
         "-smp", str(spec.cpus), "-m", str(spec.memory_mb),
         "-display", "none",
         *disk_argv(spec.disk_bus, spec.disk),

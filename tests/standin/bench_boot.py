@@ -17,7 +17,7 @@ from pathlib import Path
 
 from appliance.errors import PipelineError
 from appliance.run import Runner
-from appliance.vm import timeline
+from appliance.vm import qemu, timeline
 from appliance.vm.boot_check import read_text
 from appliance.vm.image_boot import CPUS, DEFAULT_MEMORY_MB, TIMEOUT_S
 from appliance.vm.timeline import Phase
@@ -31,7 +31,7 @@ POLL_S = 0.2
 def bare_argv(kernel: Path, initrd: Path, accel: str, serial: Path) -> list[str]:
     """QEMU for a bare boot (pure): test-image's machine, memory, CPUs; no disk, no NIC."""
     return [
-        "qemu-system-x86_64", "-accel", accel, "-machine", "pc",
+        "qemu-system-x86_64", "-accel", qemu.accel_option(accel), "-machine", "pc",
         "-smp", str(CPUS[accel]), "-m", str(DEFAULT_MEMORY_MB),
         "-display", "none", "-nic", "none", "-no-reboot",
         "-kernel", str(kernel), "-initrd", str(initrd), "-append", BARE_BOOT_CODES,

@@ -78,7 +78,8 @@ def test_the_source_is_what_design_section_6_says(tmp_path):
     assert src["format"] == "qcow2" and src["headless"] is True
     assert src["ssh_username"] == "tc"
     assert src["shutdown_command"] == "sudo /opt/appliance-stop.sh poweroff"
-    assert src["qemuargs"][0] == ["-serial", "file:${var.serial_log}"]
+    assert src["qemuargs"][:3] == [["-machine", "type=pc"], ["-accel", "${var.qemu_accel}"],
+                                   ["-serial", "file:${var.serial_log}"]]
     vals = variables(parsed)
     assert vals["iso_url"] == (tmp_path / "appliance.iso").as_uri()
     assert vals["iso_checksum"] == "sha256:" + "ab" * 32
@@ -107,7 +108,8 @@ def test_packers_ports_listen_on_loopback_only(tmp_path):
     netdev = [arg for arg in src["qemuargs"] if arg[0] == "-netdev"]
     # Packer fills in the port; id user.0 is the netdev Packer's own -device e1000 uses.
     assert netdev == [["-netdev", "user,id=user.0,hostfwd=tcp:127.0.0.1:{{ .SSHHostPort }}-:22"]]
-    assert [arg[0] for arg in src["qemuargs"]] == ["-serial", "-netdev"]  # -device is Packer's
+    # -device is Packer's
+    assert [arg[0] for arg in src["qemuargs"]] == ["-machine", "-accel", "-serial", "-netdev"]
     assert src["vnc_bind_address"] == "127.0.0.1"
 
 
@@ -125,6 +127,11 @@ def test_tcg_gets_a_long_ssh_timeout(tmp_path, accel, timeout):
     vals = variables(rendered(tmp_path, accel=accel))
     assert vals["accelerator"] == accel
     assert vals["ssh_timeout"] == timeout
+
+
+@pytest.mark.parametrize(("accel", "option"), [("tcg", "tcg,tb-size=64"), ("kvm", "kvm")])
+def test_qemu_gets_the_accelerator_with_tcgs_translation_cache_size(tmp_path, accel, option):
+    assert variables(rendered(tmp_path, accel=accel))["qemu_accel"] == option
 
 
 def test_recipe_values_reach_the_scripts_environment(tmp_path):

@@ -41,7 +41,7 @@ def option(argv: list[str], flag: str) -> list[str]:
 def test_qemu_argv_is_the_ovf_hardware_with_serial_file_qmp_and_gateway_forward(tmp_path):
     argv = qemu_argv(spec(tmp_path))
     assert argv[0] == "qemu-system-x86_64"
-    assert option(argv, "-accel") == ["tcg"]
+    assert option(argv, "-accel") == ["tcg,tb-size=64"]  # TCG's translation cache: 64 MiB
     assert option(argv, "-machine") == ["pc"]
     assert option(argv, "-smp") == ["1"]
     assert option(argv, "-m") == ["2048"]

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.run import Runner
+from appliance.vm.qemu import accel_option
 
 POLL_S = 0.2
 SCREEN_ADDR = 0xB8000
@@ -88,7 +89,7 @@ class VM:
     def argv(self) -> list[str]:
         """The QEMU command line (pure)."""
         argv = [
-            "qemu-system-x86_64", "-accel", "tcg", "-machine", "pc", "-smp", "1",
+            "qemu-system-x86_64", "-accel", accel_option("tcg"), "-machine", "pc", "-smp", "1",
             "-m", str(self.memory_mb), "-display", "none", "-vga", "std", "-no-reboot",
             "-serial", f"file:{self.serial_log}",
             "-monitor", f"unix:{self.monitor_path},server=on,wait=off",

@@ -29,7 +29,9 @@ from appliance import keys
 from appliance.paths import MARKER, REPO, cache_root
 from appliance.vm import timeline
 from appliance.vm.boot_check import free_port
+from tests.vm import guest_ssh
 from tests.vm.demo_build import DEMO_TIMEOUT_S, Demo
+from tests.vm.guest_ssh import GUEST_PATH
 from tests.vm.qemu_harness import VM
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(5400)]
@@ -89,14 +91,9 @@ def test_make_demo_frugal_gives_a_verified_qcow2(frugal):
 # --- the negative control: containers on the live system ----------------------------------
 
 
-def ssh(port: int, command: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    key = keys.key_path(cache_root() / "keys")
-    return subprocess.run(
-        ["ssh", "-i", str(key), "-p", str(port), "-o", "StrictHostKeyChecking=no",
-         "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
-         "-o", "ConnectTimeout=30", "tc@127.0.0.1",
-         "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; " + command],
-        capture_output=True, text=True, timeout=timeout)
+def ssh(port: int, command: str) -> subprocess.CompletedProcess:
+    return guest_ssh.ssh(keys.key_path(cache_root() / "keys"), port, GUEST_PATH + command,
+                         timeout=600)
 
 
 def test_negative_control_runc_cannot_pivot_root_on_the_live_iso(traditional, tmp_path):

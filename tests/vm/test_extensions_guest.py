@@ -19,14 +19,15 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from appliance.vm.boot_check import free_port
 from tests import extensions_stage
 from tests.vm.disks import make_disk, mydata
+from tests.vm.guest_ssh import GUEST_PATH, ssh
 from tests.vm.qemu_harness import VM
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(3600)]
@@ -34,7 +35,6 @@ pytestmark = [pytest.mark.vm, pytest.mark.timeout(3600)]
 PROMPT_TIMEOUT_S = 120
 READY_TIMEOUT_S = 420
 TC = (1001, 50)  # uid of tc, gid of staff
-PATH = "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; "
 CONTAINERD = "sudo /usr/local/etc/init.d/containerd"
 FAASD = "sudo /usr/local/etc/init.d/faasd"
 IMAGE = "docker.io/standin/busybox:1.35.0"
@@ -54,12 +54,6 @@ CONFLIST = ('{"cniVersion": "0.4.0", "name": "testnet", "plugins": ['
             '{"type": "bridge", "bridge": "cni-test0", "isGateway": true, "ipMasq": true,'
             ' "ipam": {"type": "host-local", "subnet": "10.77.0.0/24"}},'
             ' {"type": "firewall"}]}')
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def tce_tree(build: extensions_stage.ExtensionsBuild, tree: Path) -> None:
@@ -101,11 +95,8 @@ class Guest:
         self.seen: list[str] = []
 
     def sh(self, command: str, timeout: float = 600) -> subprocess.CompletedProcess:
-        result = subprocess.run(
-            ["ssh", "-i", str(self.key), "-p", str(self.port), "-o", "BatchMode=yes",
-             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-             "-o", "ConnectTimeout=30", "-o", "LogLevel=ERROR", "tc@127.0.0.1",
-             PATH + command], capture_output=True, text=True, timeout=timeout)
+        result = ssh(self.key, self.port, GUEST_PATH + command, "-o", "LogLevel=ERROR",
+                     timeout=timeout)
         self.seen += [result.stdout, result.stderr]
         return result
 

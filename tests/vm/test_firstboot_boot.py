@@ -17,14 +17,14 @@ from appliance.run import Runner
 from appliance.stages.remaster import cde
 from appliance.stages.remaster.stage import Inputs, remaster
 from appliance.tinycore import initrd
+from appliance.vm.boot_check import free_port
 from tests.vm.firstboot_inputs import new_key, ovf_env_xml
+from tests.vm.guest_ssh import ssh
 from tests.vm.qemu_harness import VM
 from tests.vm.test_remaster_boot import (
     EPOCH,
     HASH,
     MARKER_TIMEOUT_S,
-    free_port,
-    ssh,
     stand_in_extensions,
     standin,  # noqa: F401  (the module's fixture)
 )

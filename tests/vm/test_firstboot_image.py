@@ -27,6 +27,7 @@ from appliance.vm.boot_check import free_port
 from tests.http_status import http_status
 from tests.vm.demo_build import Demo
 from tests.vm.firstboot_inputs import new_key, ovf_env_xml
+from tests.vm.guest_ssh import GUEST_PATH, ssh
 from tests.vm.qemu_harness import VM
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(3600)]
@@ -61,12 +62,6 @@ def ovf_env(folder: Path, hostname: str, public_key: str) -> Path:
     return seed_iso.write_iso(seed_iso.ovf_env_layout(env), folder.with_suffix(".iso"))
 
 
-def ssh(key: Path, port: int, command: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["ssh", "-i", str(key), "-p", str(port), "-o", "StrictHostKeyChecking=no",
-         "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "ConnectTimeout=30",
-         "tc@127.0.0.1", "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:"
-         "/bin; " + command], capture_output=True, text=True, timeout=120)
 
 
 
@@ -87,7 +82,7 @@ def boot(overlay: Path, cd: Path, work: Path, name: str, key: Path, probe: str,
     with VM(work, disks=[overlay], cdrom=cd, memory_mb=2048, name=name,
             hostfwd=[(ssh_port, 22), (http_port, 8080)]) as vm:
         vm.wait_for(r"^APPLIANCE-(READY|NOT-READY.*)\r?$", READY_TIMEOUT_S)
-        result = ssh(key, ssh_port, probe)
+        result = ssh(key, ssh_port, GUEST_PATH + probe)
         statuses = ()
         if gateway:
             url = f"http://127.0.0.1:{http_port}/system/functions"

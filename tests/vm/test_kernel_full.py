@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from appliance.run import Runner
+from appliance.vm.qemu import accel_option
 from tests import kernel_stage
 from tests.standin import cpio
 
@@ -80,7 +81,7 @@ def initramfs(modules_tgz: Path, kver: str, work: Path) -> Path:
 def test_rebuilt_kernel_boots_with_memory_cgroup_cpu_quota_and_its_modules(full, tmp_path):
     kver = full.run.kver
     initrd = initramfs(full.run.kernel / f"modules-{kver}.tgz", kver, tmp_path)
-    argv = ["qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-nographic", "-no-reboot",
+    argv = ["qemu-system-x86_64", "-accel", accel_option("tcg"), "-m", "512", "-nographic", "-no-reboot",
             "-kernel", str(full.run.kernel / "vmlinuz64"), "-initrd", str(initrd),
             "-append", "console=ttyS0 panic=-1"]
     result = Runner(tmp_path, echo=lambda line: None).run(

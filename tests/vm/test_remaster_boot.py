@@ -11,7 +11,6 @@ Pass/fail is read from the serial console and over SSH, never from a sleep.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -27,8 +26,10 @@ from appliance.stages.remaster import cde, restore
 from appliance.stages.remaster.stage import Inputs, remaster
 from appliance.tinycore import initrd
 from appliance.tinycore import repository as tinycore
+from appliance.vm.boot_check import free_port
 from tests.standin import mirror as standin_mirror
 from tests.standin import registry, releases, server
+from tests.vm.guest_ssh import ssh, ssh_argv
 from tests.vm.qemu_harness import VM
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(3600)]
@@ -43,19 +44,6 @@ HASH = ("$6$remaster$2Tk0t5FSs4vFMFD7cmlP6JFqS8B7w2N6dgi3dKgvW0eUR4OQ1dIu9QhGqLA
 @pytest.fixture(scope="module")
 def standin():
     return standin_mirror.build_all()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def ssh(key: Path, port: int, command: str, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["ssh", "-i", str(key), "-p", str(port), "-o", "StrictHostKeyChecking=no",
-         "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "ConnectTimeout=30",
-         *extra, "tc@127.0.0.1", command], capture_output=True, text=True, timeout=120)
 
 
 def stand_in_extensions(standin) -> list[cde.Extension]:
@@ -108,9 +96,7 @@ def boot_and_check(iso: Path, key: Path, work: Path, expect: dict) -> None:
         if "hash" in expect:
             assert parts[-1].strip() == expect["hash"]
         methods = subprocess.run(
-            ["ssh", "-v", "-p", str(port), "-o", "PreferredAuthentications=none",
-             "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-             "-o", "UserKnownHostsFile=/dev/null", "tc@127.0.0.1", "true"],
+            ssh_argv(None, port, "true", "-v", "-o", "PreferredAuthentications=none"),
             capture_output=True, text=True, timeout=60)
         assert "Authentications that can continue: publickey\n" in methods.stderr
 

@@ -11,16 +11,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
 
+from appliance.vm.boot_check import free_port
 from tests.standin import mirror as standin_mirror
 from tests.standin import server
 from tests.vm.disks import fields, make_disk, mydata
+from tests.vm.guest_ssh import ssh, ssh_argv
 from tests.vm.qemu_harness import VM
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(3600)]
@@ -40,12 +41,6 @@ def standin():
 def served(standin):
     with server.running(standin.mirror) as url:
         yield url
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def guest_url(host_url: str) -> str:
@@ -76,14 +71,6 @@ rc=$?
 /usr/local/etc/init.d/openssh start > /tmp/sshd.log 2>&1
 echo "STANDIN-GUEST: tceload=$rc sshd=$?" > /dev/console
 """
-
-
-def ssh(key: Path, port: int, command: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["ssh", "-i", str(key), "-p", str(port), "-o", "StrictHostKeyChecking=no",
-         "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
-         "-o", "ConnectTimeout=30", "tc@127.0.0.1", command],
-        capture_output=True, text=True, timeout=120)  # fmt: skip
 
 
 def tampered_mirror(mirror: Path, work: Path, name: str) -> Path:
@@ -128,10 +115,8 @@ def test_tce_load_from_the_mirror_and_ssh_as_tc_with_a_key(standin, served, tmp_
         assert onboot == ["openssh.tcz", "iptables.tcz"]  # what was asked for, not its deps
         assert nat == ["nat-ok"]  # iptable_nat loaded from the netfilter extension
         methods = subprocess.run(
-            ["ssh", "-v", "-p", str(port), "-o", "PreferredAuthentications=none",
-             "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-             "-o", "UserKnownHostsFile=/dev/null", "tc@127.0.0.1", "true"],
-            capture_output=True, text=True, timeout=60)  # fmt: skip
+            ssh_argv(None, port, "true", "-v", "-o", "PreferredAuthentications=none"),
+            capture_output=True, text=True, timeout=60)
         assert "Authentications that can continue: publickey\n" in methods.stderr  # no password
         with server.running(tampered_mirror(standin.mirror, tmp_path, "e2fsprogs")) as bad:
             refused = ssh(tmp_path / "key", port,

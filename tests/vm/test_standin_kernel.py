@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from appliance.run import Runner
+from appliance.vm.qemu import accel_option
 from tests.standin import cpio
 from tests.standin.kernel import build_kernel, log_dir
 from tests.standin.kernel_options import load_options
@@ -82,7 +83,7 @@ def make_initramfs(kernel, modules: list[str], path: Path) -> Path:
 
 def boot(kernel, initrd: Path):
     argv = [
-        "qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-nographic", "-no-reboot",
+        "qemu-system-x86_64", "-accel", accel_option("tcg"), "-m", "512", "-nographic", "-no-reboot",
         "-kernel", kernel.bzimage, "-initrd", initrd, "-append", "console=ttyS0 panic=-1",
     ]  # fmt: skip
     runner = Runner(log_dir(), echo=lambda line: None)

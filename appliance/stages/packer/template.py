@@ -20,6 +20,7 @@ from appliance.config import Recipe
 from appliance.errors import StageError
 from appliance.stages.packer import hcl
 from appliance.stages.remaster import stage as iso_remaster
+from appliance.vm import qemu
 
 TEMPLATE = "appliance.pkr.hcl"
 VAR_FILE = "appliance.pkrvars.hcl"
@@ -80,6 +81,7 @@ def values(recipe: Recipe, build: Build) -> dict[str, object]:
         "iso_url": build.iso.resolve().as_uri(),
         "iso_checksum": f"sha256:{build.iso_sha256}",
         "accelerator": build.accelerator,
+        "qemu_accel": qemu.accel_option(build.accelerator),
         "cpus": recipe.vm.cpus,
         "memory": recipe.vm.memory_mb,
         "disk_size": f"{recipe.vm.disk_size_mb}M",
