@@ -302,11 +302,18 @@ def test_every_boot_prints_its_timeline_in_order_and_boot_2_imports_no_image(tra
         assert timeline.detail_field(second, "present") == str(listed), second
 
 
-def test_image_boots_the_frugal_install_twice(frugal):
+def test_image_boots_the_frugal_install_twice_on_a_disk_left_clean(frugal):
     stem = frugal.qcow2().stem
     result = run_test_image(frugal, frugal.out / f"{stem}.qcow2")
     assert result.returncode == 0, result.stdout + result.stderr[-4000:]
     assert result.stdout.startswith("test-image: PASS")
+    # Boot 1 follows the build's power-off, boot 2 the ACPI button's: each left the tce
+    # partition (with the state binds on it) unmounted, so ext4 replays no journal.
+    kept = frugal.build / "logs" / "test-image"
+    for boot in (1, 2):
+        serial = (kept / f"{stem}.qcow2.boot{boot}-serial.log").read_text(errors="replace")
+        assert "EXT4-fs (sda1): mounted filesystem" in serial, serial[-3000:]
+        assert "recovery complete" not in serial, (boot, serial[-3000:])
 
 
 # --- every disk bus and NIC an importer may choose ----------------------------------------
