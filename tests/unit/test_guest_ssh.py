@@ -11,6 +11,8 @@ import socket
 import subprocess
 import threading
 
+import pytest
+
 from tests.vm import guest_ssh
 
 
@@ -38,22 +40,21 @@ class DroppingForward:
         self.sock.close()
 
 
-def test_a_dropped_connection_counts_as_not_listening_and_is_tried_again():
-    forward = DroppingForward()
-    try:
-        result = guest_ssh.ssh(None, forward.port, "true", timeout=30, connect_within=3)
-    finally:
-        forward.close()
+@pytest.fixture
+def forward():
+    dropping = DroppingForward()
+    yield dropping
+    dropping.close()
+
+
+def test_a_dropped_connection_counts_as_not_listening_and_is_tried_again(forward):
+    result = guest_ssh.ssh(None, forward.port, "true", timeout=30, connect_within=3)
     assert result.returncode == 255 and guest_ssh.not_listening(result), result.stderr
     assert forward.accepted >= 2  # tried again within connect_within, then gave the last result
 
 
-def test_without_time_left_one_attempt_is_made():
-    forward = DroppingForward()
-    try:
-        result = guest_ssh.ssh(None, forward.port, "true", timeout=30, connect_within=0)
-    finally:
-        forward.close()
+def test_without_time_left_one_attempt_is_made(forward):
+    result = guest_ssh.ssh(None, forward.port, "true", timeout=30, connect_within=0)
     assert guest_ssh.not_listening(result)
     assert forward.accepted == 1
 

@@ -19,8 +19,8 @@ GUEST_PATH = "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbi
 CONNECT_WITHIN_S = 300
 RETRY_EVERY_S = 2
 # ssh's own messages for a connection that ended before authentication
-NOT_LISTENING = re.compile(r"kex_exchange_identification|Connection (?:reset|refused|closed) by"
-                           r"|Connection (?:refused|reset by peer|timed out)")
+NOT_LISTENING = re.compile(r"kex_exchange_identification|Connection (?:reset|refused|closed by"
+                           r"|timed out)")
 
 
 def ssh_argv(key: Path | None, port: int, command: str, *extra: str) -> list[str]:
