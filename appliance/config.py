@@ -390,6 +390,9 @@ class Live(Strict):
     """The install ISO: what it loads from /cde at boot (deps are added, deps first)."""
 
     onboot: list[Name] = ["openssh", "e2fsprogs", "syslinux"]
+    # Of onboot, the installer's own tools: a frugal install keeps them in tce/optional but
+    # leaves them out of its onboot.lst (each load costs every boot; tce-load -i by hand).
+    install_only: list[Name] = []
 
     @field_validator("onboot")
     @classmethod
@@ -400,6 +403,23 @@ class Live(Strict):
         if dupes:
             raise ValueError(f"listed more than once: {', '.join(dupes)}")
         return value
+
+    @model_validator(mode="after")
+    def install_tools_are_loaded(self) -> Live:
+        onboot = [v.removesuffix(".tcz") for v in self.onboot]
+        names = [v.removesuffix(".tcz") for v in self.install_only]
+        absent = [n for n in names if n not in onboot]
+        if absent:
+            raise ValueError(f"install_only: {', '.join(absent)} not in live.onboot (only "
+                             "what the install ISO loads can be left out of the appliance's boot)")
+        if "openssh" in names:
+            raise ValueError("install_only: openssh is how the appliance is reached; it "
+                             "cannot be left out of its boot")
+        return self
+
+    @property
+    def install_only_files(self) -> list[str]:
+        return [f"{v.removesuffix('.tcz')}.tcz" for v in self.install_only]
 
 
 FIRSTBOOT_SOURCES = ("nocloud", "ovf")

@@ -28,6 +28,8 @@ export PATH
 : "${APPLIANCE_CONSOLE:=/dev/console}"
 : "${APPLIANCE_PROC:=/proc}"
 STATE_DIRS="var/lib/containerd var/lib/faasd var/lib/faasd-provider var/lib/appliance"
+NL='
+'
 
 log() {
     echo "$(date -u '+%Y-%m-%dT%H:%M:%SZ') bootsync: $*" >> "$APPLIANCE_LOG"
@@ -147,22 +149,30 @@ state_dir() {
     echo "${_tce%/*}/appliance-state"
 }
 
-is_mount_point() {
-    awk -v m="$1" '$2 == m { found = 1 } END { exit !found }' /proc/mounts
-}
-
-# Before any service starts (bootlocal.sh starts them after this script).
+# Before any service starts (bootlocal.sh starts them after this script). One read of
+# /proc/mounts, one mkdir and one date for all the folders: every command started costs
+# the boot tens of milliseconds under TCG (a command per folder and step cost 0.3 s).
 bind_state() {
     _state=$1
+    _mounts=$(awk '{ print $2 }' /proc/mounts)
+    _dirs=""
+    for _dir in $STATE_DIRS; do
+        _dirs="$_dirs $_state/$_dir $APPLIANCE_ROOT/$_dir"
+    done
+    # shellcheck disable=SC2086 # one word per folder
+    mkdir -p $_dirs
+    _stamp=$(date -u '+%Y-%m-%dT%H:%M:%SZ')
     for _dir in $STATE_DIRS; do
         _target=$APPLIANCE_ROOT/$_dir
-        mkdir -p "$_state/$_dir" "$_target"
-        is_mount_point "$_target" && continue
+        case "$NL$_mounts$NL" in
+            *"$NL$_target$NL"*) continue ;;  # bound already
+        esac
         if mount --bind "$_state/$_dir" "$_target"; then
-            log "$_target is kept on the disk ($_state/$_dir)"
+            _said="$_target is kept on the disk ($_state/$_dir)"
         else
-            log "could not bind $_state/$_dir on $_target: its state will not survive a reboot"
+            _said="could not bind $_state/$_dir on $_target: its state will not survive a reboot"
         fi
+        echo "$_stamp bootsync: $_said" >> "$APPLIANCE_LOG"
     done
 }
 

@@ -26,7 +26,7 @@ from appliance.vm import qemu, timeline
 GATEWAY_PORT = 8080  # faasd's gateway in the guest
 HEALTH_PATH = "/healthz"
 HEALTH_TIMEOUT_S = 120.0  # READY means healthy; this only covers user networking's delays
-POLL_S = 0.5
+POLL_S = 0.2  # the serial log's poll: a boot's time is this exact
 PROGRESS_EVERY_S = 60.0
 QUIT_WAIT_S = 10.0
 QMP_TIMEOUT_S = 10.0

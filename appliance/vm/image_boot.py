@@ -94,7 +94,7 @@ class Verdict:
         if self.problem is not None:
             kept = f"; serial log kept at {self.serial_log}" if self.serial_log else ""
             return f"test-image: FAIL {what}: {self.problem}{kept}"
-        times = ", ".join(f"boot {n}: {b.seconds:.0f} s" for n, b in enumerate(self.boots, 1))
+        times = ", ".join(f"boot {n}: {b.seconds:.1f} s" for n, b in enumerate(self.boots, 1))
         hard = sum(b.hard_stop for b in self.boots)
         note = f"; {hard} ACPI power-off(s) ignored, QEMU stopped" if hard else ""
         return f"test-image: PASS {what} ({times}{note})"

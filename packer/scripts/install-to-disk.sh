@@ -18,7 +18,7 @@
 #
 # The .tcz files come from the CD's /cde/optional (no upload). Input, from the packer
 # stage's environment: APPLIANCE_EXTENSIONS (the load order, "a.tcz b.tcz ..."),
-# APPLIANCE_MODE, APPLIANCE_BOOT_CODES (the recipe's boot.disk), APPLIANCE_KERNEL and
+# APPLIANCE_INSTALL_ONLY (of those, what a frugal onboot.lst leaves out), APPLIANCE_MODE, APPLIANCE_BOOT_CODES (the recipe's boot.disk), APPLIANCE_KERNEL and
 # APPLIANCE_INITRDS and APPLIANCE_DISKROOT (paths on the CD), APPLIANCE_DISK.
 #
 # The partition is named by the UUID of its filesystem everywhere (root=UUID=, tce=UUID=),
@@ -31,6 +31,7 @@ export PATH
 
 : "${APPLIANCE_EXTENSIONS:?the extension load order is not set (the packer stage sets it)}"
 : "${APPLIANCE_MODE:=traditional}"
+: "${APPLIANCE_INSTALL_ONLY:=}"
 : "${APPLIANCE_BOOT_CODES:=}"
 : "${APPLIANCE_KERNEL:=/boot/vmlinuz64}"
 : "${APPLIANCE_INITRDS:=/boot/corepure64.gz /boot/appliance.gz}"
@@ -264,7 +265,10 @@ install_frugal() {
         for _meta in "$_src.md5.txt" "$_src.dep"; do
             [ -f "$_meta" ] && cp "$_meta" "$TARGET/tce/optional/"
         done
-        echo "$_tcz" >>"$TARGET/tce/onboot.lst"
+        case " $APPLIANCE_INSTALL_ONLY " in
+            *" $_tcz "*) say "$_tcz: the installer's tool (live.install_only), not in onboot.lst" ;;
+            *) echo "$_tcz" >>"$TARGET/tce/onboot.lst" ;;
+        esac
     done
     for _dir in $STATE_DIRS; do
         mkdir -p "$TARGET/$STATE/$_dir"

@@ -132,7 +132,7 @@ class Report:
         bare = self.bare.get(mode)
         if bare is not None:
             rows.append((f"bare boot, {mode} ({self.accel}; kernel + base initramfs to "
-                         "the end of tc-config)", seconds(bare)))
+                         "the end of tc-config, same VM)", seconds(bare)))
         for n, s in enumerate(self.boots.get(mode, []), 1):
             rows.append((f"boot-to-ready, boot {n}, {mode} ({self.accel})", f"{s:g} s"))
             if bare is not None:
@@ -367,9 +367,13 @@ def boot_section(runner: Runner, build: Path, mode: str, report: Report, work: P
     boot of the same build's kernel and base initramfs."""
     image = outputs_of(build, "export")["out/qcow2"]
     report.boots[mode], report.accel = boot(runner, image, {})
-    report.timelines[mode] = bench_boot.serial_timelines(build / "logs" / "test-image", image)
+    kept = build / "logs" / "test-image"
+    report.timelines[mode] = bench_boot.serial_timelines(kept, image)
+    first = kept / f"{image.name}.boot1-serial.log"
+    codes = bench_boot.tinycore_codes(first.read_text(errors="replace"))
+    say(f"bare boot ({mode}): the image's Tiny Core codes: {' '.join(codes) or 'none'}")
     report.bare[mode] = bench_boot.bare_boot(runner, outputs_of(build, "remaster")["iso"],
-                                             report.accel, work)
+                                             image, codes, report.accel, work)
 
 
 def frugal_section(root: Path, argv: list[str], runner: Runner, report: Report) -> None:
@@ -445,7 +449,8 @@ def bench(port: int, extra: list[str], frugal: bool = True, update_readme: bool 
         "skip check in the no-op rebuild; boot-to-ready: QEMU start to APPLIANCE-READY "
         "(then /healthz 200); bare boot: QEMU start to the stand-in's end of tc-config "
         "(`STANDIN-BOOT:`, a stand-in-only line), same kernel and base initramfs, "
-        "`base norestore`, no disk.", "",
+        "the image's Tiny Core codes (frugal: noembed, waitusb=, tce=) and `base norestore`, "
+        "on test-image's VM (the image's disk under an overlay, its NIC).", "",
         markdown_table(report.rows()), "", *timeline_tables(report)])
     (root / "bench.md").write_text(text)
     print(f"\n{text}\nbench: written to {root / 'bench.md'}", flush=True)

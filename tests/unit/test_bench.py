@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from appliance.engine import STAMP
-from appliance.vm import qemu
+from appliance.vm import boot_check, image_boot, qemu
 from appliance.vm.timeline import Phase
 from tests.standin import bench, bench_boot
 
@@ -115,7 +115,7 @@ def test_boot_rows_give_each_boot_against_the_bare_boot_per_mode():
                           frugal_cold_wall=240.0, test_run=(512.3, "2026-12-03 13:00"))
     rows = dict(report.rows())
     assert rows["bare boot, traditional (tcg; kernel + base initramfs to the end of "
-                "tc-config)"] == "20.0 s"
+                "tc-config, same VM)"] == "20.0 s"
     assert rows["boot-to-ready / bare, boot 1, traditional"] == "3.0x"
     assert rows["boot-to-ready / bare, boot 2, traditional"] == "2.2x"
     assert rows["boot-to-ready / bare, boot 1, frugal"] == "3.0x"
@@ -202,9 +202,9 @@ def test_serial_timelines_read_the_logs_test_image_kept(tmp_path: Path):
         [Phase("kernel", 1.9), Phase("ready", 38.0)], []]
 
 
-def test_bare_boot_is_test_images_machine_without_disk_or_services(tmp_path: Path):
+def test_bare_boot_is_test_images_vm_without_services(tmp_path: Path):
     argv = bench_boot.bare_argv(tmp_path / "vmlinuz64", tmp_path / "corepure64.gz", "tcg",
-                                tmp_path / "serial.log")
+                                tmp_path / "serial.log", tmp_path / "bare.qcow2", 4242, [])
     assert argv[argv.index("-append") + 1] == "console=ttyS0,115200 base norestore noautologin"
     assert argv[argv.index("-kernel") + 1] == str(tmp_path / "vmlinuz64")
     assert argv[argv.index("-initrd") + 1] == str(tmp_path / "corepure64.gz")
@@ -212,4 +212,32 @@ def test_bare_boot_is_test_images_machine_without_disk_or_services(tmp_path: Pat
     # the same -accel as test-image (TCG's translation cache included): the ratio compares boots
     assert argv[argv.index("-machine") + 1] == "pc"
     assert argv[argv.index("-accel") + 1] == "tcg,tb-size=64" == qemu.accel_option("tcg")
-    assert "-drive" not in argv and "-hda" not in argv
+    # the same hardware as test-image's default variant: Tiny Core probes the same devices
+    hardware = image_boot.Variant()
+    assert boot_check.disk_argv(hardware.disk_bus, tmp_path / "bare.qcow2") == \
+        argv[argv.index("-drive"):argv.index("-drive") + 2]
+    assert argv[argv.index("-device") + 1].startswith(boot_check.NICS[hardware.nic] + ",")
+
+
+FRUGAL_LOG = """SYSLINUX 6.04
+Command line: BOOT_IMAGE=/boot/vmlinuz64 noembed waitusb=10:UUID=ab-1 tce=UUID=ab-1
+[    0.000000] Kernel command line: BOOT_IMAGE=/boot/vmlinuz64 noembed waitusb=10:UUID=ab-1 \
+tce=UUID=ab-1 noautologin console=tty0 console=ttyS0,115200 initrd=/boot/corepure64.gz,/boot/a.gz\r
+Kernel command line: noembed tce=sdb1 (a later boot in the same log: not read)
+"""
+
+
+def test_a_frugal_images_tinycore_codes_go_to_its_bare_boot(tmp_path: Path):
+    codes = bench_boot.tinycore_codes(FRUGAL_LOG)
+    assert codes == ["noembed", "waitusb=10:UUID=ab-1", "tce=UUID=ab-1"]
+    argv = bench_boot.bare_argv(tmp_path / "vmlinuz64", tmp_path / "corepure64.gz", "tcg",
+                                tmp_path / "serial.log", tmp_path / "bare.qcow2", 4242, codes)
+    assert argv[argv.index("-append") + 1] == ("noembed waitusb=10:UUID=ab-1 tce=UUID=ab-1 "
+                                               "console=ttyS0,115200 base norestore noautologin")
+
+
+def test_a_traditional_boot_line_gives_no_tinycore_codes():
+    line = ("Kernel command line: BOOT_IMAGE=/boot/vmlinuz64 root=UUID=cd-2 noautologin "
+            "console=tty0 console=ttyS0,115200 initrd=/boot/corepure64.gz,/boot/diskroot.gz\n")
+    assert bench_boot.tinycore_codes(line) == []
+    assert bench_boot.tinycore_codes("no kernel line at all\n") == []

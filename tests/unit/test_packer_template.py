@@ -12,6 +12,7 @@ from appliance import config
 from appliance.errors import StageError
 from appliance.paths import REPO
 from appliance.stages.packer import hcl
+from appliance.stages.packer import stage as packer_stage
 from appliance.stages.packer import template as packer_template
 
 TEMPLATES = REPO / "packer"
@@ -135,10 +136,13 @@ def test_qemu_gets_the_accelerator_with_tcgs_translation_cache_size(tmp_path, ac
 
 
 def test_recipe_values_reach_the_scripts_environment(tmp_path):
-    extra = '\n[install]\nmode = "frugal"\n[boot]\ndisk = ["waitusb=5", "quiet"]\n[vm]\ncpus = 2\n'
+    extra = ('\n[install]\nmode = "frugal"\n[boot]\ndisk = ["waitusb=5", "quiet"]\n[vm]\ncpus = 2\n'
+             '[live]\nonboot = ["openssh", "e2fsprogs", "syslinux.tcz"]\n'
+             'install_only = ["syslinux.tcz", "e2fsprogs"]\n')
     vals = variables(rendered(tmp_path, extra=extra))
     env = dict(item.split("=", 1) for item in vals["install_env"])
     assert env["APPLIANCE_MODE"] == "frugal"
+    assert env["APPLIANCE_INSTALL_ONLY"] == "syslinux.tcz e2fsprogs.tcz"
     assert env["APPLIANCE_BOOT_CODES"] == "waitusb=5 quiet noautologin"
     assert env["APPLIANCE_EXTENSIONS"] == "openssh.tcz containerd.tcz faasd.tcz"
     assert env["APPLIANCE_INITRDS"] == "/boot/corepure64.gz /boot/appliance.gz"  # no build.gz
@@ -206,3 +210,10 @@ def test_render_writes_parsed_files_and_the_scripts(tmp_path):
         path = work / "scripts" / script
         assert path.read_bytes() == (TEMPLATES / "scripts" / script).read_bytes()
         assert path.stat().st_mode & 0o111
+
+
+def test_install_only_changes_the_packer_stage_key(tmp_path):
+    plain = packer_stage.key_slice(recipe(tmp_path))
+    extra = '\n[live]\nonboot = ["openssh", "e2fsprogs"]\ninstall_only = ["e2fsprogs"]\n'
+    left_out = packer_stage.key_slice(recipe(tmp_path, extra))
+    assert plain["install_only"] == [] and left_out["install_only"] == ["e2fsprogs.tcz"]

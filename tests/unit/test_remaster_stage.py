@@ -67,6 +67,8 @@ def test_a_plain_password_is_refused_and_never_shown(tmp_path):
     ('hostname = "-x"', "not a valid host name"),
     ("ready_timeout = 5", "greater than or equal to 10"),
     ('[live]\nonboot = ["e2fsprogs"]', "must include openssh"),
+    ('[live]\ninstall_only = ["iptables"]', "install_only: iptables not in live.onboot"),
+    ('[live]\ninstall_only = ["openssh"]', "install_only: openssh is how the appliance is reached"),
     ('[[restore]]\nsource = "x"\npath = "/etc/x"', "not a plain relative path"),
     ('[[restore]]\nsource = "x"\npath = "opt/bootsync.sh"', "the appliance's own boot script"),
     ('[[restore]]\nsource = "x"\npath = "etc/x"\nowner = "nobody"', "restore[0].owner"),

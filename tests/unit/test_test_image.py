@@ -100,7 +100,7 @@ def test_variants_pair_every_bus_with_every_nic():
 def test_a_variant_is_named_in_its_verdict_line():
     verdict = ti.Verdict(Path("a.qcow2"), (BootResult(30), BootResult(28)),
                          variant=ti.Variant("nvme", "vmxnet3"))
-    assert verdict.line() == "test-image: PASS a.qcow2 [nvme+vmxnet3] (boot 1: 30 s, boot 2: 28 s)"
+    assert verdict.line() == "test-image: PASS a.qcow2 [nvme+vmxnet3] (boot 1: 30.0 s, boot 2: 28.0 s)"
 
 
 def test_cli_test_image_takes_buses_nics_and_matrix(monkeypatch):
@@ -161,12 +161,12 @@ def test_marker_problems():
 def test_pass_line_gives_both_boot_times():
     verdict = ti.Verdict(Path("out/a.qcow2"), (BootResult(41.2), BootResult(37.9)))
     assert verdict.passed
-    assert verdict.line() == "test-image: PASS out/a.qcow2 (boot 1: 41 s, boot 2: 38 s)"
+    assert verdict.line() == "test-image: PASS out/a.qcow2 (boot 1: 41.2 s, boot 2: 37.9 s)"
 
 
 def test_pass_line_says_when_qemu_had_to_be_stopped():
     verdict = ti.Verdict(Path("a.ova"), (BootResult(5, None, True), BootResult(6)))
-    assert verdict.line().endswith("(boot 1: 5 s, boot 2: 6 s; 1 ACPI power-off(s) ignored, "
+    assert verdict.line().endswith("(boot 1: 5.0 s, boot 2: 6.0 s; 1 ACPI power-off(s) ignored, "
                                    "QEMU stopped)")
 
 

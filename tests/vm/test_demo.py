@@ -85,6 +85,10 @@ def test_make_demo_frugal_gives_a_verified_qcow2(frugal):
     assert f"install-to-disk: boot line: noembed waitusb=10:UUID={uuid} tce=UUID={uuid} " \
            "noautologin console=tty0 console=ttyS0,115200" in output
     assert "extensions loaded from /mnt/sda1/tce/optional" in output
+    for tool in ("e2fsprogs.tcz", "syslinux.tcz"):  # copied, not loaded at boot
+        assert f"install-to-disk: {tool}: the installer's tool (live.install_only), " \
+               "not in onboot.lst" in output
+        assert f"install-to-disk: copying {tool} to tce/optional" in output
     assert "verify: /var/lib/containerd is on the disk (/dev/sda1)" in output  # bootsync's bind
 
 
@@ -260,7 +264,7 @@ def test_image_boots_the_qcow2_and_the_ovas_disk_twice_each(traditional, tested_
                 if line.startswith(("test-image: PASS", "test-image: FAIL"))]
     assert len(verdicts) == 2 and all(v.startswith("test-image: PASS") for v in verdicts)
     assert any(".qcow2 " in v for v in verdicts) and any(".ova " in v for v in verdicts)
-    assert all(re.search(r"boot 1: \d+ s, boot 2: \d+ s", v) for v in verdicts)
+    assert all(re.search(r"boot 1: \d+\.\d s, boot 2: \d+\.\d s", v) for v in verdicts)
     # acpid.tcz (the stand-in's busybox has no acpid, as tc11's) turns the ACPI power button
     # into /opt/appliance-stop.sh poweroff: services stopped last-first, then the power-off
     assert result.stderr.count("powered off") == 4, result.stderr[-4000:]
@@ -314,6 +318,12 @@ def test_image_boots_the_frugal_install_twice_on_a_disk_left_clean(frugal):
         serial = (kept / f"{stem}.qcow2.boot{boot}-serial.log").read_text(errors="replace")
         assert "EXT4-fs (sda1): mounted filesystem" in serial, serial[-3000:]
         assert "recovery complete" not in serial, (boot, serial[-3000:])
+        # the recipe's live.install_only (the installer's tools) are not loaded at boot
+        loading = re.search(r"^loading from /mnt/sda1/tce/optional: (.*?)\s*$", serial, re.M)
+        assert loading, serial[-3000:]
+        names = loading[1].split()
+        assert "openssh.tcz" in names and "faasd.tcz" in names, names
+        assert "e2fsprogs.tcz" not in names and "syslinux.tcz" not in names, names
 
 
 # --- every disk bus and NIC an importer may choose ----------------------------------------

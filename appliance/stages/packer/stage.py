@@ -33,6 +33,7 @@ def key_slice(recipe: Recipe) -> dict:
     return {"name": recipe.name, "version": recipe.version,
             "vm": recipe.vm.model_dump(mode="json"),
             "install": recipe.install.model_dump(mode="json"),
+            "install_only": recipe.live.install_only_files,
             "boot_disk": recipe.disk_boot_codes(), "services": list(recipe.services),
             "ready_timeout": recipe.ready_timeout}
 

@@ -58,6 +58,7 @@ def install_env(recipe: Recipe, build: Build) -> list[str]:
     return [
         f"APPLIANCE_MODE={recipe.install.mode}",
         f"APPLIANCE_EXTENSIONS={' '.join(build.extensions)}",
+        f"APPLIANCE_INSTALL_ONLY={' '.join(recipe.live.install_only_files)}",
         f"APPLIANCE_BOOT_CODES={' '.join(recipe.disk_boot_codes())}",
         f"APPLIANCE_KERNEL={iso_remaster.KERNEL}",
         f"APPLIANCE_INITRDS={' '.join(DISK_INITRDS)}",
