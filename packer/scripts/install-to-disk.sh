@@ -18,8 +18,9 @@
 #
 # The .tcz files come from the CD's /cde/optional (no upload). Input, from the packer
 # stage's environment: APPLIANCE_EXTENSIONS (the load order, "a.tcz b.tcz ..."),
-# APPLIANCE_INSTALL_ONLY (of those, what a frugal onboot.lst leaves out), APPLIANCE_MODE, APPLIANCE_BOOT_CODES (the recipe's boot.disk), APPLIANCE_KERNEL and
-# APPLIANCE_INITRDS and APPLIANCE_DISKROOT (paths on the CD), APPLIANCE_DISK.
+# APPLIANCE_INSTALL_ONLY (of those, what a frugal onboot.lst leaves out), APPLIANCE_MODE,
+# APPLIANCE_BOOT_CODES (the recipe's boot.disk), APPLIANCE_KERNEL and APPLIANCE_INITRDS and
+# APPLIANCE_DISKROOT (paths on the CD), APPLIANCE_DISK.
 #
 # The partition is named by the UUID of its filesystem everywhere (root=UUID=, tce=UUID=),
 # never by a device name: it is sda1 on IDE, SATA and virtio-scsi, vda1 on virtio-blk,
