@@ -60,7 +60,7 @@ from tests.standin.server import lock_argv
 
 # `==> fetch: up to date, skipped`, `==> kernel: nothing to do (...)` (appliance/engine.py)
 SKIP_LINE = re.compile(r"^==> (?P<stage>[\w-]+): (?:up to date, skipped|nothing to do\b)")
-# `test-image: PASS <image> (boot 1: 93 s, boot 2: 71 s)` (appliance/vm/image_boot.py)
+# `test-image: PASS <image> (boot 1: 93.4 s, boot 2: 71.0 s)` (appliance/vm/image_boot.py)
 BOOT_TIME = re.compile(r"\bboot (\d+): (\d+(?:\.\d+)?) s\b")
 ACCEL_LINE = re.compile(r"^==> accelerator: (\w+)")
 # What the remaster stage writes onto the base ISO (appliance/stages/remaster/stage.py).
