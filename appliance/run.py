@@ -27,6 +27,7 @@ TOOL_PACKAGES = {
     "packer": "packer",
     "qemu-system-x86_64": "qemu-system-x86",
     "qemu-img": "qemu-utils",
+    "debugfs": "e2fsprogs",
     "mksquashfs": "squashfs-tools",
     "unsquashfs": "squashfs-tools",
     "xorriso": "xorriso",

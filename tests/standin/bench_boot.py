@@ -1,22 +1,25 @@
 """`make bench`'s boot section: boot-to-ready against a bare boot, and the boot timeline.
 
-A bare boot is the same build's kernel and base initramfs (vmlinuz64 and corepure64.gz,
-taken from the build's remastered live ISO) booted by QEMU with `-kernel/-initrd`, the
-image's own Tiny Core boot codes (TINYCORE_FLAGS/VALUES: a frugal install's noembed, waitusb=
-and tce=, read from test-image's first boot) and `base norestore noautologin` (no
-extension, no backup, no service) on test-image's VM: the
-same machine, memory, CPUs and accelerator, and the same hardware (a copy-on-write overlay of
-the exported qcow2 on test-image's default disk bus, its default NIC), so Tiny Core finds
-and probes what the appliance's boots find. It is timed from QEMU's start to the
-stand-in's `STANDIN-BOOT:` line, which the stand-in's tc-config prints as its last act
+A bare boot is the same image booted with no extension, no backup and no service, on
+test-image's VM: the same machine, memory, CPUs and accelerator, the same disk bus and NIC.
+The image is the exported qcow2 itself, converted to a raw copy in which one file differs:
+the bootloader's configuration (/boot/extlinux/extlinux.conf, written by
+packer/scripts/install-to-disk.sh), rewritten with debugfs so that SYSLINUX loads only the
+base initramfs (the first INITRD: corepure64.gz; the appliance's initrds carry its boot
+scripts) and passes only the image's own Tiny Core codes (TINYCORE_FLAGS/VALUES: a frugal
+install's noembed, waitusb= and tce=) and `base norestore noautologin`. So the firmware,
+SYSLINUX's loads, the kernel and Tiny Core's own work for that disk are the same as in the
+appliance's boots. It is timed from QEMU's start to the stand-in's `STANDIN-BOOT:` line,
+which the stand-in's tc-config prints as its last act
 (tests/standin/rootfs/etc/init.d/tc-config, boot_marker): Tiny Core's own tc-config prints
-no such line, so this measure is for the stand-in only, as is the whole bench.
+no such line, so this measure is for the stand-in only, as is the whole bench. Each bare
+boot is on a fresh overlay of that copy.
 Boot-to-ready is test-image's per-boot time (QEMU start to APPLIANCE-READY).
 """
 
 from __future__ import annotations
 
-import re
+import struct
 import time
 from pathlib import Path
 
@@ -30,28 +33,53 @@ from appliance.vm.timeline import Phase
 BARE_BOOT_CODES = "console=ttyS0,115200 base norestore noautologin"
 # Of the image's own boot line, the codes that decide how Tiny Core itself starts on that
 # disk (a frugal install: noembed's switch_root, the wait for its disk, its tce directory);
-# a bare boot keeps them. The rest (root=, the appliance's initrd, consoles) is dropped.
+# a bare boot keeps them. The rest (root=, consoles, the recipe's codes) is dropped.
 TINYCORE_FLAGS = ("noembed",)
 TINYCORE_VALUES = ("waitusb=", "tce=")
-COMMAND_LINE = re.compile(r"^(?:\[[ 0-9.]+\] )?Kernel command line: (.*?)\s*$", re.M)
-BOOT_FILES = ("/boot/vmlinuz64", "/boot/corepure64.gz")
+BOOTLOADER_CONF = "/boot/extlinux/extlinux.conf"
 BARE_MARKER = "STANDIN-BOOT:"  # the stand-in's tc-config, at its end
 POLL_S = 0.2
+SECTOR = 512
+# MBR partition entry 1: its first sector (LBA, little-endian u32) at byte 454.
+PARTITION_1_LBA = 446 + 8
 
 
-def tinycore_codes(serial_log: str) -> list[str]:
-    """The Tiny Core codes (flags and values above) of the first kernel command line a
-    boot's serial log shows, in its order."""
-    found = COMMAND_LINE.search(serial_log)
-    words = found[1].split() if found else []
-    return [w for w in words if w in TINYCORE_FLAGS or w.startswith(TINYCORE_VALUES)]
+def tinycore_codes(append: str) -> list[str]:
+    """The Tiny Core codes (flags and values above) of a boot line, in its order."""
+    return [w for w in append.split() if w in TINYCORE_FLAGS or w.startswith(TINYCORE_VALUES)]
 
 
-def bare_argv(kernel: Path, initrd: Path, accel: str, serial: Path, disk: Path,
-              port: int, codes: list[str]) -> list[str]:
+def bare_extlinux(conf: str) -> str:
+    """The image's extlinux.conf for a bare boot (pure): each INITRD keeps its first file
+    (the base initramfs), each APPEND only the Tiny Core codes, then BARE_BOOT_CODES."""
+    out = []
+    for line in conf.splitlines():
+        key, _, value = line.strip().partition(" ")
+        indent = line[:len(line) - len(line.lstrip())]
+        if key.upper() == "INITRD":
+            line = f"{indent}{key} {value.split(',')[0].strip()}"
+        elif key.upper() == "APPEND":
+            line = f"{indent}{key} {' '.join([*tinycore_codes(value), BARE_BOOT_CODES])}"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def partition_offset(mbr: bytes) -> int:
+    """Byte offset of the first partition of a disk (pure), from its MBR."""
+    if len(mbr) < SECTOR or mbr[510:512] != b"\x55\xaa":
+        raise PipelineError("bare boot: the image has no MBR partition table",
+                            "is it a disk install-to-disk.sh wrote?")
+    (lba,) = struct.unpack_from("<I", mbr, PARTITION_1_LBA)
+    if lba == 0:
+        raise PipelineError("bare boot: the image's first partition is empty",
+                            "is it a disk install-to-disk.sh wrote?")
+    return lba * SECTOR
+
+
+def bare_argv(accel: str, serial: Path, disk: Path, port: int) -> list[str]:
     """QEMU for a bare boot (pure): test-image's machine, memory, CPUs, default disk bus
-    (`disk`: an overlay of the image) and default NIC (`port`: its forward, unused); the
-    image's Tiny Core `codes`, then BARE_BOOT_CODES."""
+    (`disk`: an overlay of the bare copy, booted by its own bootloader) and default NIC
+    (`port`: its forward, unused)."""
     hardware = Variant()
     return [
         "qemu-system-x86_64", "-accel", qemu.accel_option(accel), "-machine", "pc",
@@ -59,34 +87,52 @@ def bare_argv(kernel: Path, initrd: Path, accel: str, serial: Path, disk: Path,
         "-display", "none", "-no-reboot",
         *boot_check.disk_argv(hardware.disk_bus, disk),
         *boot_check.nic_argv(hardware.nic, port),
-        "-kernel", str(kernel), "-initrd", str(initrd), "-append", " ".join([*codes, BARE_BOOT_CODES]),
         "-serial", f"file:{serial}",
     ]  # fmt: skip
 
 
-def extract_boot_files(runner: Runner, iso: Path, dest: Path) -> tuple[Path, Path]:
-    """vmlinuz64 and corepure64.gz out of the build's live ISO (what its installs boot)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    out = [dest / Path(p).name for p in BOOT_FILES]
-    extract = [arg for p, o in zip(BOOT_FILES, out, strict=True) for arg in ("-extract", p, str(o))]
-    runner.run(["xorriso", "-osirrox", "on", "-indev", iso, *extract], log="xorriso")
-    return out[0], out[1]
+def bare_disk(runner: Runner, image: Path, work: Path) -> tuple[Path, str]:
+    """A raw copy of `image` whose bootloader starts Tiny Core bare; and its new APPEND."""
+    work.mkdir(parents=True, exist_ok=True)
+    raw = work / "bare-disk.raw"
+    raw.unlink(missing_ok=True)
+    runner.run(["qemu-img", "convert", "-O", "raw", image, raw], log="qemu-img")
+    with raw.open("rb") as disk:
+        device = f"{raw}?offset={partition_offset(disk.read(SECTOR))}"  # e2fsprogs' io option
+    theirs, ours = work / "extlinux.conf", work / "extlinux.bare.conf"
+    dump(runner, device, theirs)
+    ours.write_text(bare_extlinux(theirs.read_text()))
+    commands = work / "debugfs.cmds"
+    commands.write_text(f"rm {BOOTLOADER_CONF}\nwrite {ours} {BOOTLOADER_CONF}\n")
+    runner.run(["debugfs", "-w", "-f", commands, device], log="debugfs")
+    dump(runner, device, theirs)  # debugfs exits 0 whatever its commands did: read it back
+    if theirs.read_text() != ours.read_text():
+        raise PipelineError(f"bare boot: debugfs did not rewrite {BOOTLOADER_CONF} in {raw}",
+                            f"see {runner.log_path('debugfs')}")
+    append = next((ln.split(None, 1)[1] for ln in ours.read_text().splitlines()
+                   if ln.strip().upper().startswith("APPEND ")), "")
+    return raw, append
 
 
-def bare_boot(runner: Runner, iso: Path, image: Path, codes: list[str], accel: str,
-              work: Path) -> float:
-    """Seconds from QEMU's start to the stand-in's end of tc-config, booting bare with
-    `image` (the exported qcow2, under an overlay) attached and its Tiny Core `codes`."""
-    kernel, initrd = extract_boot_files(runner, iso, work)
+def dump(runner: Runner, device: str, dest: Path) -> None:
+    dest.unlink(missing_ok=True)
+    runner.run(["debugfs", "-R", f"dump {BOOTLOADER_CONF} {dest}", device], log="debugfs")
+    if not dest.is_file():
+        raise PipelineError(f"bare boot: no {BOOTLOADER_CONF} in the image",
+                            "the bench boots disks that install-to-disk.sh wrote")
+
+
+def bare_boot(runner: Runner, raw: Path, accel: str, work: Path) -> float:
+    """Seconds from QEMU's start to the stand-in's end of tc-config, booting `raw` (from
+    bare_disk) on a fresh overlay."""
     disk = work / "bare-overlay.qcow2"
     disk.unlink(missing_ok=True)
-    runner.run(overlay_argv(image, "qcow2", disk), log="qemu-img")
+    runner.run(overlay_argv(raw, "raw", disk), log="qemu-img")
     serial = work / "bare-serial.log"
     serial.write_text("")
     timeout = TIMEOUT_S[accel]
     start = time.monotonic()
-    argv = bare_argv(kernel, initrd, accel, serial, disk, boot_check.free_port(), codes)
-    vm = runner.start(argv, log="bare-qemu")
+    vm = runner.start(bare_argv(accel, serial, disk, boot_check.free_port()), log="bare-qemu")
     try:
         while BARE_MARKER not in read_text(serial):
             if not vm.running():

@@ -259,6 +259,15 @@ def test_a_service_without_an_init_script_is_an_error(world):
         world.build()
 
 
+def test_our_extensions_are_lz4_high_compression_in_128k_blocks(world):
+    """docs/decisions.md#extension-compression: not Tiny Core's gzip in 4 KiB blocks."""
+    out = world.build()
+    info = subprocess.run(["unsquashfs", "-s", str(out / "alpha.tcz")], capture_output=True,
+                          text=True, check=True).stdout
+    assert "Compression lz4\n\tHigh Compression option specified (-Xhc)" in info
+    assert "Block size 131072\n" in info
+
+
 def test_source_date_epoch_from_the_environment_wins(world, monkeypatch):
     """docs/architecture.md#stage-key: the variable overrides the recipe; mksquashfs itself refuses it
     beside its time options, so the runner drops it from mksquashfs's environment."""

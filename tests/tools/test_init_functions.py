@@ -124,3 +124,60 @@ def test_an_image_is_listed_only_by_its_whole_name(tmp_path, name, found):
     present = "ghcr.io/openfaas/gateway:0.27.0\ndocker.io/library/nats-streaming:0.25.5"
     program = functions("faasd", "listed") + f'present_list="{present}"\nlisted "{name}"\n'
     assert (sh(program, tmp_path).returncode == 0) is found
+
+
+# /proc/net/tcp's layout (and tcp6's, with longer addresses): st 0A is LISTEN.
+TCP = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid
+   0: 00000000:1F91 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0
+   1: 0100007F:1F90 0100007F:A2C4 01 00000000:00000000 00:00000000 00000000     0
+"""
+TCP6 = """  sl  local_address                         remote_address                        st
+   0: 00000000000000000000000000000000:1F90 00000000000000000000000000000000:0000 0A
+"""
+
+
+def listening(tmp: Path, port: int, tables: dict[str, str]) -> bool:
+    net = tmp / "net"
+    net.mkdir(exist_ok=True)
+    for name, text in tables.items():
+        (net / name).write_text(text)
+    program = functions("faasd", "listening") + f"PROC_NET={net}\nlistening {port:04X}\n"
+    return sh(program, tmp).returncode == 0
+
+
+def test_a_port_listens_on_ipv4_or_ipv6_and_a_connection_is_not_listening(tmp_path):
+    assert listening(tmp_path, 8081, {"tcp": TCP})  # 0.0.0.0:8081 listens
+    assert not listening(tmp_path, 8080, {"tcp": TCP})  # only a connection from 8080
+    assert listening(tmp_path, 8080, {"tcp": TCP, "tcp6": TCP6})  # [::]:8080 listens
+    assert not listening(tmp_path, 9090, {"tcp": TCP, "tcp6": TCP6})
+
+
+def test_without_tables_only_the_http_answer_can_tell(tmp_path):
+    assert listening(tmp_path, 9090, {})
+
+
+def imported_as(tmp: Path, output: str, name: str, listed: str) -> tuple[bool, list[str]]:
+    """imported_as on ctr import's OUTPUT, with a ctr that logs its calls and lists LISTED."""
+    (tmp / "out").write_text(output)
+    program = (functions("faasd", "image_present", "imported_as")
+               + f'ctr() {{ echo "$*" >> {tmp}/calls; printf "{listed}\\n"; }}\n'
+               + f'NAMESPACE=openfaas\nimported_as {tmp}/out "{name}"\n')
+    ok = sh(program, tmp).returncode == 0
+    calls = (tmp / "calls").read_text().splitlines() if (tmp / "calls").exists() else []
+    return ok, calls
+
+
+IMPORT_OUTPUT = "unpacking docker.io/standin/busybox:1.35.0 (sha256:7b3c)...done\n"
+
+
+def test_an_import_that_names_the_image_needs_no_second_ctr_run(tmp_path):
+    assert imported_as(tmp_path, IMPORT_OUTPUT, "docker.io/standin/busybox:1.35.0",
+                       "docker.io/standin/busybox:1.35.0") == (True, [])
+
+
+def test_an_import_that_does_not_name_it_is_checked_by_listing(tmp_path):
+    other = "docker.io/standin/busybox:1.35"  # a prefix of the name in the output
+    ok, calls = imported_as(tmp_path, IMPORT_OUTPUT, other, "docker.io/standin/busybox:1.35.0")
+    assert (ok, calls) == (False, ["-n openfaas images ls -q"])
+    ok, _ = imported_as(tmp_path, "", other, other)
+    assert ok

@@ -50,6 +50,13 @@ def test_argv_has_tiny_core_parameters():
     assert "-pf" not in tcz.mksquashfs_argv(Path("/t"), Path("/o/x.tcz"), EPOCH)
 
 
+def test_the_appliance_format_is_lz4_in_128k_blocks():
+    argv = tcz.mksquashfs_argv(Path("/t"), Path("/o/x.tcz"), EPOCH, squashfs=tcz.APPLIANCE)
+    pairs = {argv[i]: argv[i + 1] for i in range(3, len(argv) - 1) if argv[i].startswith("-")}
+    assert pairs["-b"] == "131072" and pairs["-comp"] == "lz4" and "-Xhc" in argv
+    assert argv.count("-b") == 1 and argv.count("-comp") == 1
+
+
 def test_pseudo_definitions_make_everything_root_but_tce_installed_staff(tmp_path):
     lines = tcz.pseudo_definitions(make_tree(tmp_path))
     assert "usr/local/tce.installed m 775 0 50" in lines

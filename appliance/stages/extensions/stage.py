@@ -211,6 +211,7 @@ def ext_key(spec, folder: Path, deps: list[str], version: str, releases: dict[st
         "images": [(i.name, p.parent.name) for i, p in layouts] if spec.images else [],
         "epoch": recipe.effective_source_date_epoch(),
         "mksquashfs": tool_version(("mksquashfs", "-version")),
+        "squashfs": tcz.APPLIANCE.argv(),
     })
 
 
@@ -255,7 +256,7 @@ def build_one(ctx, spec, folder: Path, work: Path, plan: dict) -> None:
     owners = {rel: owner for rel in spec.files if (owner := spec.owner_of(rel))}
     info = {**spec.info, "Version": plan["version"]}
     tcz.build_tcz(tree, work, spec.filename, plan["deps"], info, ctx.runner, epoch,
-                  log="extensions", owners=owners)
+                  log="extensions", owners=owners, squashfs=tcz.APPLIANCE)
     shutil.rmtree(tree)
     log.detail(f"extensions: built {spec.filename} "
                f"({(work / spec.filename).stat().st_size // 1024} KiB)")
