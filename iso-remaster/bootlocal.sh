@@ -24,6 +24,7 @@ export PATH
 : "${APPLIANCE_MOUNTS:=/proc/mounts}"
 : "${APPLIANCE_FIRSTBOOT:=/opt/firstboot.sh}"
 : "${APPLIANCE_PROC:=/proc}"
+: "${APPLIANCE_SERVICES_DONE:=/var/run/appliance-services.done}"  # bootsync.sh's SSH job
 # The services' init scripts print their APPLIANCE-PHASE lines only when started from here.
 APPLIANCE_PHASES=1
 export APPLIANCE_PHASES APPLIANCE_CONSOLE APPLIANCE_LOG APPLIANCE_PROC
@@ -33,9 +34,11 @@ log() {
     echo "$(date -u '+%Y-%m-%dT%H:%M:%SZ') bootlocal: $*" >> "$APPLIANCE_LOG"
 }
 
+# The marker line, then the file a first boot's SSH job waits for (bootsync.sh).
 marker() {
     echo "$1" > "$APPLIANCE_CONSOLE" 2>/dev/null
     log "$1"
+    : > "$APPLIANCE_SERVICES_DONE" 2>/dev/null
 }
 
 # The boot timeline's last line (format as in bootsync.sh); best effort.

@@ -5,8 +5,8 @@
 # are loaded and the backup (mydata.tgz) is restored. It sets the host name and, once, the
 # tc password hash (both from /etc/sysconfig/appliance, written by the remaster from the
 # recipe), then starts two jobs in the background side by side: the SSH server (host keys
-# are made at the first boot of each machine and kept in /usr/local/etc/ssh) and
-# /opt/bootlocal.sh (services and the APPLIANCE-* marker). On a frugal install (/ is a tmpfs, the tce directory on the
+# are made at the first boot of each machine, once the services are up, and kept in
+# /usr/local/etc/ssh) and /opt/bootlocal.sh (services and the APPLIANCE-* marker). On a frugal install (/ is a tmpfs, the tce directory on the
 # disk holds appliance-state/, made by packer/scripts/install-to-disk.sh) it first binds
 # containerd's and faasd's state from the disk and brings back the SSH host keys, so what
 # the services write survives a reboot. No `set -e`: a boot script must get to its end whatever
@@ -27,6 +27,8 @@ export PATH
 : "${APPLIANCE_ROOT:=}"
 : "${APPLIANCE_CONSOLE:=/dev/console}"
 : "${APPLIANCE_PROC:=/proc}"
+: "${APPLIANCE_SERVICES_DONE:=/var/run/appliance-services.done}"  # bootlocal.sh's marker()
+: "${APPLIANCE_SSH_WAIT:=120}"
 STATE_DIRS="var/lib/containerd var/lib/faasd var/lib/faasd-provider var/lib/appliance"
 NL='
 '
@@ -193,6 +195,25 @@ host_keys_to() {
     return 0
 }
 
+# True once this machine has SSH host keys (any boot but its first).
+has_host_keys() {
+    for _key in "$APPLIANCE_SSH_DIR"/*host*key*; do
+        [ -f "$_key" ] && return 0
+    done
+    return 1
+}
+
+# Until bootlocal.sh has printed its marker (READY, NOT-READY or LIVE: marker() leaves
+# APPLIANCE_SERVICES_DONE), at most APPLIANCE_SSH_WAIT seconds. Off the services' path: a
+# poll once a second costs them nothing and SSH at most a second.
+wait_for_services() {
+    _waited=0
+    while [ ! -e "$APPLIANCE_SERVICES_DONE" ] && [ "$_waited" -lt "$APPLIANCE_SSH_WAIT" ]; do
+        sleep 1
+        _waited=$((_waited + 1))
+    done
+}
+
 start_ssh() {
     _init=$APPLIANCE_INITD/openssh
     if [ ! -x "$_init" ]; then
@@ -233,17 +254,18 @@ log "boot codes: $(cat /proc/cmdline 2>/dev/null)"
 set_hostname
 set_password_hash
 start_acpid
-# The SSH server beside the services, not before them: making host keys at a first boot
-# (Tiny Core's openssh.tcz makes RSA ones too) takes seconds to tens of seconds under TCG,
-# and nothing the services do waits for SSH.
+# The SSH server beside the services, not before them, and at a machine's first boot after
+# them: making host keys (Tiny Core's openssh.tcz makes RSA ones too) takes seconds to tens
+# of seconds under TCG, on the one vCPU the services need, and nothing they do waits for
+# SSH. With the keys there (a later boot) the server starts at once.
 ssh_job() {
-    if [ -n "$1" ]; then
-        host_keys_from "$1"
-        start_ssh
-        host_keys_to "$1"
-    else
-        start_ssh
+    [ -n "$1" ] && host_keys_from "$1"
+    if ! has_host_keys; then
+        log "no SSH host keys yet (a first boot): the SSH server starts after the services"
+        wait_for_services
     fi
+    start_ssh
+    [ -n "$1" ] && host_keys_to "$1"
     log "SSH job done"
 }
 
@@ -253,5 +275,6 @@ else
     STATE=
 fi
 phase_at bootsync "$(uptime_s)"
+rm -f "$APPLIANCE_SERVICES_DONE"  # a traditional install's /var/run is on the disk
 ssh_job "$STATE" &
 "$APPLIANCE_BOOTLOCAL" &

@@ -127,7 +127,8 @@ def run_bootlocal(tmp: Path, services: str, timeout: int = 60,
     env = {"PATH": "/usr/bin:/bin", "APPLIANCE_CONF": str(conf), "TMPDIR": str(tmp),
            "APPLIANCE_LOG": str(tmp / "boot.log"), "APPLIANCE_INITD": str(tmp / "init.d"),
            "APPLIANCE_CONSOLE": str(console), "APPLIANCE_MOUNTS": str(tmp / "mounts"),
-           "APPLIANCE_FIRSTBOOT": "true", **extra}  # tests/tools/test_firstboot_tools.py runs it
+           "APPLIANCE_FIRSTBOOT": "true", "APPLIANCE_SERVICES_DONE": str(tmp / "services.done"),
+           **extra}  # tests/tools/test_firstboot_tools.py runs it
     (tmp / "mounts").write_text(mounts)
     subprocess.run(["busybox", "sh", str(TEMPLATES / "bootlocal.sh")], env=env, check=True,
                    timeout=10)  # returns at once: the job runs in the background
@@ -238,6 +239,7 @@ def run_bootsync(tmp: Path, **extra: str) -> str:
     env = {"PATH": "/usr/bin:/bin", "APPLIANCE_CONF": str(tmp / "conf"),
            "APPLIANCE_TCEDIR_LINK": str(tmp / "tcedir"),
            "APPLIANCE_CONSOLE": str(tmp / "console"), "APPLIANCE_PROC": str(tmp / "proc"),
+           "APPLIANCE_SERVICES_DONE": str(tmp / "services.done"), "APPLIANCE_SSH_WAIT": "5",
            **extra,
            "APPLIANCE_LOG": str(tmp / "boot.log"), "APPLIANCE_INITD": str(tmp / "init.d"),
            "APPLIANCE_SSH_DIR": str(tmp / "ssh"), "APPLIANCE_SHADOW": str(tmp / "shadow"),
@@ -262,7 +264,8 @@ def guest(tmp_path) -> Path:
     (tmp_path / "shadow").write_text(SHADOW)
     (tmp_path / "shadow").chmod(0o640)
     script(tmp_path / "sethostname", f'echo "$1" > {tmp_path}/hostname.set\n')
-    script(tmp_path / "bootlocal", f"touch {tmp_path}/bootlocal.ran\n")
+    # bootlocal.sh's marker() leaves services.done, which a first boot's SSH job waits for
+    script(tmp_path / "bootlocal", f"touch {tmp_path}/bootlocal.ran {tmp_path}/services.done\n")
     service(tmp_path / "init.d", "openssh")
     (tmp_path / "ssh").mkdir()
     (tmp_path / "ssh" / "sshd_config.orig").write_text("#PasswordAuthentication yes\nPort 22\n")
@@ -483,6 +486,60 @@ def test_bootsync_starts_the_services_without_waiting_for_ssh(guest):
     assert "SSH server started" in log, log
 
 
+def test_a_first_boot_starts_ssh_only_once_the_services_have_their_marker(guest):
+    # no host key: the SSH job waits for services.done (bootlocal.sh's marker()); a start
+    # before it fails here, and the fake bootlocal leaves it only once the job said it waits
+    done = guest / "services.done"
+    service(guest / "init.d", "openssh", start=f"[ -e {done} ]")
+    script(guest / "bootlocal", f"""until grep -q 'no SSH host keys yet' {guest}/boot.log; do
+    usleep 50000; done; touch {guest}/bootlocal.ran {done}
+""")
+    log = run_bootsync(guest, APPLIANCE_SSH_WAIT="60")
+    assert "the SSH server starts after the services" in log
+    assert "SSH server started" in log, log
+
+
+def test_a_later_boot_starts_ssh_at_once(guest):
+    (guest / "ssh" / "dropbear_ed25519_host_key").write_text("made at the first boot\n")
+    script(guest / "bootlocal", f"touch {guest}/bootlocal.ran\n")  # no marker, ever
+    log = run_bootsync(guest, APPLIANCE_SSH_WAIT="60")  # run_bootsync waits 10 s at most
+    assert "SSH server started" in log and "no SSH host keys yet" not in log
+
+
+def test_a_first_boot_without_a_marker_starts_ssh_after_the_wait(guest):
+    script(guest / "bootlocal", f"touch {guest}/bootlocal.ran\n")  # services hung: no marker
+    log = run_bootsync(guest, APPLIANCE_SSH_WAIT="1")
+    assert "no SSH host keys yet" in log and "SSH server started" in log
+
+
+def test_a_marker_left_by_the_last_boot_is_not_taken_for_this_ones(guest):
+    done = guest / "services.done"
+    done.touch()  # a traditional install's /var/run is on the disk
+    service(guest / "init.d", "openssh", start=f"[ -e {done} ]")
+    script(guest / "bootlocal", f"touch {guest}/bootlocal.ran\n")  # this boot's: none yet
+    log = run_bootsync(guest, APPLIANCE_SSH_WAIT="1")
+    assert "SSH server did not start" in log, log
+
+
+def appears(path: Path, within_s: float = 10) -> bool:
+    deadline = time.monotonic() + within_s
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return path.exists()
+
+
+def test_bootlocal_leaves_the_services_marker_for_the_ssh_job(tmp_path):
+    done = tmp_path / "services.done"
+    (tmp_path / "init.d").mkdir()
+    assert run_bootlocal(tmp_path, "containerd\n")[0] == "APPLIANCE-LIVE\n"
+    assert appears(done)  # written right after the marker line
+    done.unlink()
+    (tmp_path / "console").unlink()
+    service(tmp_path / "init.d", "containerd", status="exit 1")
+    assert run_bootlocal(tmp_path, "containerd\n")[0] == "APPLIANCE-NOT-READY containerd\n"
+    assert appears(done)
+
+
 # --- the boot timeline: APPLIANCE-PHASE lines (appliance/vm/timeline.py reads them) ----------
 
 PHASE = re.compile(r"^APPLIANCE-PHASE (\S+) (\d+\.\d\d)(?: (.*))?$")
@@ -504,7 +561,8 @@ def phases(text: str) -> list[tuple[str, ...]]:
 
 def test_bootsync_prints_kernel_extensions_bootsync_before_it_starts_bootlocal(guest):
     fake_proc(guest)
-    script(guest / "bootlocal", f"echo BOOTLOCAL >> {guest}/console; touch {guest}/bootlocal.ran\n")
+    script(guest / "bootlocal",
+           f"echo BOOTLOCAL >> {guest}/console; touch {guest}/bootlocal.ran {guest}/services.done\n")
     log = run_bootsync(guest)
     console = (guest / "console").read_text()
     # kernel: pid 1's start time, 191 ticks at USER_HZ 100; the others: /proc/uptime

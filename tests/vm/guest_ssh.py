@@ -1,8 +1,9 @@
 """SSH into a test VM as tc through QEMU's user-mode forward of 127.0.0.1:<port> to port 22.
 
-The appliance starts sshd beside its services (bootsync.sh's ssh_job: host keys are made at
-a first boot, which takes seconds to tens of seconds under TCG), so a service marker on the
-serial console does not mean that sshd listens yet. Until it does, QEMU's forward accepts
+The appliance starts sshd beside its services, and at a machine's first boot only after
+their marker (bootsync.sh's ssh_job: host keys are made then, which takes seconds to tens of
+seconds under TCG), so a service marker on the serial console does not mean that sshd
+listens yet. Until it does, QEMU's forward accepts
 the connection and then drops it: ssh exits 255 with "kex_exchange_identification" or
 "Connection reset". Such an attempt never reached the guest's shell, so it is made again
 until `connect_within` seconds have passed; any other result is returned as it is.
