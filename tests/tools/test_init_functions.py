@@ -181,3 +181,36 @@ def test_an_import_that_does_not_name_it_is_checked_by_listing(tmp_path):
     assert (ok, calls) == (False, ["-n openfaas images ls -q"])
     ok, _ = imported_as(tmp_path, "", other, other)
     assert ok
+
+
+
+def faasd_start(tmp: Path, import_fails: bool = False) -> tuple[int, list[str]]:
+    """faasd's start with its steps replaced by functions that log their calls in order
+    (name and first argument)."""
+    stubs = "".join(f'{name}() {{ echo "{name} ${{1:-}}" >> {tmp}/calls; }}\n' for name in (
+        "require_overlay", "ensure_containerd", "prepare_state", "start_supervised",
+        "wait_healthy", "phase", "say"))
+    then = "exit 1" if import_fails else "imported=1; present=0"
+    program = (stubs + f"import_images() {{ echo import_images >> {tmp}/calls; {then}; }}\n"
+               + "clock() { NOW=100; }\nSTART_TIMEOUT=300 FAASD=faasd STATE=s SECRETS=s/x\n"
+               + "PROVIDER_DIR=p LOG_PROVIDER=lp LOG_UP=lu PROVIDER_PORT=8081 GATEWAY_PORT=8080\n"
+               + "PROVIDER_HEALTH=provider-health GATEWAY_HEALTH=gateway-health\n"
+               + functions("faasd", "start") + "start\n")
+    rc = sh(program, tmp).returncode
+    calls = (tmp / "calls").read_text().splitlines() if (tmp / "calls").exists() else []
+    return rc, [call.strip() for call in calls]
+
+
+def test_the_provider_starts_before_the_images_are_imported_and_is_waited_for_after(tmp_path):
+    rc, calls = faasd_start(tmp_path)
+    assert rc == 0
+    assert calls[:-1] == ["require_overlay", "ensure_containerd", "prepare_state",
+                          "start_supervised provider", "import_images", "phase images",
+                          "wait_healthy provider-health", "phase provider",
+                          "start_supervised up", "wait_healthy gateway-health", "phase gateway"]
+    assert calls[-1].startswith("say running:")
+
+
+def test_a_failed_import_stops_the_start_before_faasd_up(tmp_path):
+    rc, calls = faasd_start(tmp_path, import_fails=True)
+    assert rc == 1 and calls[-1] == "import_images" and "start_supervised up" not in calls

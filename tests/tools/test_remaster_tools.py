@@ -491,8 +491,9 @@ def test_a_first_boot_starts_ssh_only_once_the_services_have_their_marker(guest)
     # before it fails here, and the fake bootlocal leaves it only once the job said it waits
     done = guest / "services.done"
     service(guest / "init.d", "openssh", start=f"[ -e {done} ]")
-    script(guest / "bootlocal", f"""until grep -q 'no SSH host keys yet' {guest}/boot.log; do
-    usleep 50000; done; touch {guest}/bootlocal.ran {done}
+    script(guest / "bootlocal", f"""n=0
+until grep -q 'no SSH host keys yet' {guest}/boot.log || [ $n -ge 200 ]; do
+    usleep 50000; n=$((n + 1)); done; touch {guest}/bootlocal.ran {done}
 """)
     log = run_bootsync(guest, APPLIANCE_SSH_WAIT="60")
     assert "the SSH server starts after the services" in log
