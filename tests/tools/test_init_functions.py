@@ -5,6 +5,8 @@ Each saves the boot a command per item; these tests keep the behaviour the same.
 
 from __future__ import annotations
 
+import os
+import socket as sockets
 import subprocess
 from pathlib import Path
 
@@ -63,7 +65,7 @@ def load_modules(tmp: Path, modules: str, loaded: tuple[str, ...] = (),
     # loud() also writes to /dev/console when it can: here, to stderr only
     program = (functions("containerd", "warn", "log_line", "module_home", "load_modules")
                + fake_modprobe(tmp, **fake)
-               + f'loud() {{ warn "$*"; }}\nLOG={tmp}/containerd.log\nload_modules\n')
+               + f'loud() {{ warn "$*"; }}\nLOG={tmp}/containerd.log\nload_modules $MODULES\n')
     result = sh(program, tmp, MODULES=modules, SYS_MODULE=str(tmp / "sys"))
     assert result.returncode == 0, result.stderr
     calls = (tmp / "calls").read_text().splitlines() if (tmp / "calls").exists() else []
@@ -214,3 +216,116 @@ def test_the_provider_starts_before_the_images_are_imported_and_is_waited_for_af
 def test_a_failed_import_stops_the_start_before_faasd_up(tmp_path):
     rc, calls = faasd_start(tmp_path, import_fails=True)
     assert rc == 1 and calls[-1] == "import_images" and "start_supervised up" not in calls
+
+
+# `ctr plugins ls` as containerd 1.6 prints it (TYPE ID PLATFORMS STATUS).
+PLUGINS = """TYPE                            ID          PLATFORMS      STATUS
+io.containerd.snapshotter.v1    native      linux/amd64    ok
+io.containerd.snapshotter.v1    overlayfs   linux/amd64    {overlayfs}
+"""
+
+
+def fake_ctr(tmp: Path, plugins: str = PLUGINS.format(overlayfs="ok"), rc: int = 0) -> str:
+    """A ctr (a shell function) that logs its arguments and prints `plugins`."""
+    (tmp / "plugins").write_text(plugins)
+    return f'ctr() {{ echo "$*" >> {tmp}/calls; cat {tmp}/plugins; return {rc}; }}\n'
+
+
+def calls_of(tmp: Path) -> list[str]:
+    return (tmp / "calls").read_text().splitlines() if (tmp / "calls").exists() else []
+
+
+def overlayfs_ready(tmp: Path, saved: str | None, running_pid: int | None) -> bool:
+    """faasd's overlayfs_ready with containerd's saved plugin list `saved` (None: none) and
+    its pid file naming `running_pid`; ctr (the fallback) says overlayfs is ok."""
+    run = tmp / "run"
+    run.mkdir(exist_ok=True)
+    if saved is not None:
+        (run / "containerd.plugins").write_text(saved)
+    if running_pid is not None:
+        (run / "containerd.pid").write_text(f"{running_pid}\n")
+    program = (fake_ctr(tmp) + f"CONTAINERD_PLUGINS={run}/containerd.plugins\n"
+               + f"CONTAINERD_PIDFILE={run}/containerd.pid\n"
+               + functions("faasd", "plugin_list", "overlayfs_ready") + "overlayfs_ready\n")
+    return sh(program, tmp).returncode == 0
+
+
+def test_the_overlayfs_check_reads_the_list_saved_by_the_containerd_that_runs(tmp_path):
+    me = os.getpid()  # a process that runs, named in the pid file
+    assert overlayfs_ready(tmp_path, f"pid {me}\n" + PLUGINS.format(overlayfs="ok"), me)
+    assert calls_of(tmp_path) == []  # no ctr run
+    assert not overlayfs_ready(tmp_path, f"pid {me}\n" + PLUGINS.format(overlayfs="skip"), me)
+    assert calls_of(tmp_path) == []
+
+
+@pytest.mark.parametrize("case", ["none saved", "another containerd", "gone"])
+def test_without_a_list_of_the_containerd_that_runs_ctr_is_asked(tmp_path, case):
+    me = os.getpid()
+    gone = max(int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()) + 100000
+    saved, running = {"none saved": (None, me),
+                      "another containerd": (f"pid {me}\n" + PLUGINS.format(overlayfs="skip"),
+                                             me + 1),
+                      "gone": (f"pid {gone}\n" + PLUGINS.format(overlayfs="skip"), gone)}[case]
+    assert overlayfs_ready(tmp_path, saved, running)  # ctr's answer: ok
+    assert calls_of(tmp_path) == ["plugins ls"]
+
+
+def plugins_answer(tmp: Path, socket: bool, rc: int = 0) -> tuple[bool, str | None]:
+    """containerd's plugins_answer for pid 4242: its status and the file it leaves."""
+    sock = tmp / "containerd.sock"
+    if socket:
+        server = sockets.socket(sockets.AF_UNIX)
+        server.bind(str(sock))
+    saved = tmp / "containerd.plugins"
+    saved.write_text("pid 1\nan earlier list\n")
+    program = (fake_ctr(tmp, rc=rc) + f"SOCKET={sock}\nPLUGINS_FILE={saved}\n"
+               + functions("containerd", "plugins_answer") + "plugins_answer 4242\n")
+    ok = sh(program, tmp).returncode == 0
+    return ok, saved.read_text() if saved.exists() else None
+
+
+def test_containerd_saves_its_first_answer_with_its_pid(tmp_path):
+    ok, saved = plugins_answer(tmp_path, socket=True)
+    assert ok and saved == "pid 4242\n" + PLUGINS.format(overlayfs="ok")
+    assert calls_of(tmp_path) == [f"--address {tmp_path}/containerd.sock --timeout 5s plugins ls"]
+
+
+def test_no_answer_leaves_no_list(tmp_path):
+    assert plugins_answer(tmp_path, socket=True, rc=1) == (False, None)
+
+
+def test_without_a_socket_ctr_is_not_run(tmp_path):
+    # the list is left as it is: start removes an earlier containerd's before it launches
+    assert plugins_answer(tmp_path, socket=False) == (False, "pid 1\nan earlier list\n")
+    assert calls_of(tmp_path) == []
+
+
+
+def test_overlay_loads_before_containerd_and_the_rest_while_it_starts(tmp_path):
+    """containerd's start with its steps logged in order; each load_modules says whether
+    containerd was launched by then (its pid file, written right after the launch)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "containerd").write_text("#!/bin/sh\nexit 0\n")  # exec'd: not a function
+    (bin_dir / "containerd").chmod(0o755)
+    pidfile = tmp_path / "containerd.pid"
+    stubs = "".join(f'{name}() {{ echo "{name} $*" >> {tmp_path}/calls; }}\n' for name in (
+        "mount_cgroups", "phase", "enable_forwarding", "check_places", "repair_uuid",
+        "rotate_log", "log_line", "say"))
+    program = (stubs + "answers() { return 1; }\npid_of() { :; }\n"
+               + "choose_snapshotter() { SNAPSHOTTER=overlayfs; }\n"
+               + f"load_modules() {{ [ -s {pidfile} ] && l=launched || l=not-launched\n"
+               + f'  echo "load_modules $* ($l)" >> {tmp_path}/calls; }}\n'
+               + f'wait_until_up() {{ wait "$1"; echo wait_until_up >> {tmp_path}/calls; }}\n'
+               + f"ROOT={tmp_path}/root SOCKET={tmp_path}/sock LOG={tmp_path}/c.log\n"
+               + f"PIDFILE={pidfile} SNAPSHOTTER_FILE={tmp_path}/snap PLUGINS_FILE={tmp_path}/p\n"
+               + f"CONFIG=c.toml\nmkdir() {{ command mkdir -p {tmp_path}/made; }}\n"
+               + functions("containerd", "split_modules", "prepare_network", "start")
+               + "split_modules bridge overlay xt_nat\nstart\n")
+    result = sh(program, bin_dir)
+    assert result.returncode == 0, result.stderr
+    calls = [c.strip() for c in calls_of(tmp_path) if not c.startswith(("say", "log_line"))]
+    assert calls == ["mount_cgroups", "phase cgroups", "load_modules overlay (not-launched)",
+                     "check_places", "repair_uuid", "rotate_log",
+                     "load_modules bridge xt_nat (launched)", "enable_forwarding",
+                     "wait_until_up"]
